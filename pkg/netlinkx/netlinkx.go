@@ -1,0 +1,188 @@
+// Package netlinkx is nftlimitd's only door to the kernel: it reads the
+// table nftlimitd owns, applies a ruleset.Plan in one netlink transaction,
+// probes kernel support, and removes the table. It never reads any other
+// table for writing, and never changes or deletes one.
+package netlinkx
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink/nltest"
+	"golang.org/x/sys/unix"
+
+	"github.com/nftlimitd/nftlimitd/internal/config"
+	"github.com/nftlimitd/nftlimitd/pkg/ruleset"
+)
+
+// Conn talks nftables netlink in one network namespace.
+type Conn struct {
+	nft *nftables.Conn
+}
+
+// Option configures a Conn.
+type Option func(*options)
+
+type options struct {
+	netnsFd int
+	dial    nltest.Func
+}
+
+// WithNetNS makes the Conn work in the network namespace of the given file
+// descriptor (from /run/netns/NAME or /proc/PID/ns/net) instead of the
+// caller's.
+func WithNetNS(fd int) Option { return func(o *options) { o.netnsFd = fd } }
+
+// WithTestDial replaces the netlink transport, for unit tests.
+func WithTestDial(f nltest.Func) Option { return func(o *options) { o.dial = f } }
+
+// Open returns a Conn. It keeps one netlink socket open until Close.
+func Open(opts ...Option) (*Conn, error) {
+	o := options{netnsFd: -1}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var nopts []nftables.ConnOption
+	if o.dial != nil {
+		nopts = append(nopts, nftables.WithTestDial(o.dial))
+	} else {
+		nopts = append(nopts, nftables.AsLasting())
+	}
+	if o.netnsFd >= 0 {
+		nopts = append(nopts, nftables.WithNetNSFd(o.netnsFd))
+	}
+	c, err := nftables.New(nopts...)
+	if err != nil {
+		return nil, fmt.Errorf("open nftables netlink: %w", err)
+	}
+	return &Conn{nft: c}, nil
+}
+
+// Close releases the netlink socket.
+func (c *Conn) Close() error {
+	return c.nft.CloseLasting()
+}
+
+// Read returns the table called name as the kernel holds it, in the form
+// ruleset.Diff expects: sets without elements, rules with their comments
+// only. It returns nil, nil when there is no such table. Set elements are
+// never dumped.
+func (c *Conn) Read(name string) (*ruleset.Table, error) {
+	t, err := c.nft.ListTableOfFamily(name, nftables.TableFamilyINet)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("list table inet %s: %w", name, err)
+	}
+	out := &ruleset.Table{Name: name}
+
+	objs, err := c.nft.GetNamedObjects(t)
+	if err != nil {
+		return nil, fmt.Errorf("list objects of table inet %s: %w", name, err)
+	}
+	for _, o := range objs {
+		if n, ok := o.(*nftables.NamedObj); ok && n.Type == nftables.ObjTypeCounter {
+			out.Counters = append(out.Counters, ruleset.Counter{Name: n.Name})
+		}
+	}
+
+	sets, err := c.nft.GetSets(t)
+	if err != nil {
+		return nil, fmt.Errorf("list sets of table inet %s: %w", name, err)
+	}
+	for _, s := range sets {
+		if s.Anonymous {
+			continue
+		}
+		out.Sets = append(out.Sets, ruleset.Set{
+			Name:     s.Name,
+			Type:     ruleset.SetType(s.KeyType.Name),
+			Map:      s.IsMap,
+			Interval: s.Interval,
+			Dynamic:  s.Dynamic,
+			Timeout:  s.HasTimeout,
+			Size:     s.Size,
+			Comment:  s.Comment,
+		})
+	}
+
+	chains, err := c.nft.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("list chains of table inet %s: %w", name, err)
+	}
+	for _, ch := range chains {
+		if ch.Table.Name != name {
+			continue
+		}
+		rc := ruleset.Chain{Name: ch.Name}
+		if ch.Hooknum != nil {
+			rc.Hook = config.Hook(hookName(*ch.Hooknum))
+			if ch.Priority != nil {
+				rc.Priority = int(*ch.Priority)
+			}
+		}
+		rules, err := c.nft.GetRules(t, ch)
+		if err != nil {
+			return nil, fmt.Errorf("list rules of chain inet %s %s: %w", name, ch.Name, err)
+		}
+		for _, r := range rules {
+			comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			rc.Rules = append(rc.Rules, ruleset.Rule{Comment: comment})
+		}
+		out.Chains = append(out.Chains, rc)
+	}
+	return out, nil
+}
+
+// Gen returns the ruleset's current generation.
+func (c *Conn) Gen() (uint32, error) {
+	g, err := c.nft.GetGen()
+	if err != nil {
+		return 0, fmt.Errorf("get nftables generation: %w", err)
+	}
+	return g.ID, nil
+}
+
+// Remove deletes the table called name, if it exists. It reports whether
+// there was one.
+func (c *Conn) Remove(name string) (bool, error) {
+	t, err := c.nft.ListTableOfFamily(name, nftables.TableFamilyINet)
+	if err != nil {
+		if isNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("list table inet %s: %w", name, err)
+	}
+	c.nft.DelTable(t)
+	if err := c.nft.Flush(); err != nil {
+		if isNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("delete table inet %s: %w", name, err)
+	}
+	return true, nil
+}
+
+func hookName(h nftables.ChainHook) string {
+	switch h {
+	case *nftables.ChainHookInput:
+		return "input"
+	case *nftables.ChainHookForward:
+		return "forward"
+	case *nftables.ChainHookPrerouting:
+		return "prerouting"
+	case *nftables.ChainHookOutput:
+		return "output"
+	case *nftables.ChainHookPostrouting:
+		return "postrouting"
+	}
+	return fmt.Sprintf("hook%d", h)
+}
+
+func isNotFound(err error) bool {
+	return errors.Is(err, unix.ENOENT) || strings.Contains(err.Error(), "no such file or directory")
+}
