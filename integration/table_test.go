@@ -270,3 +270,27 @@ func TestVersionProbesKernel(t *testing.T) {
 		t.Errorf("the probe left tables behind: %q", tables)
 	}
 }
+
+// TestGoldenFilesMatchKernel: the golden renders of pkg/ruleset are what
+// the kernel lists after applying their configurations.
+func TestGoldenFilesMatchKernel(t *testing.T) {
+	t.Parallel()
+	s := newSuite(t, nstest.Options{})
+	confs, err := filepath.Glob("../pkg/ruleset/testdata/*.conf")
+	if err != nil || len(confs) == 0 {
+		t.Fatalf("no golden configs: %v", err)
+	}
+	for _, c := range confs {
+		golden, err := os.ReadFile(strings.TrimSuffix(c, ".conf") + ".nft")
+		if err != nil {
+			t.Fatal(err)
+		}
+		abs, _ := filepath.Abs(c)
+		s.Server.MustExec(t, s.bin, "apply", "-c", abs)
+		name := strings.Fields(string(golden))[2]
+		if listed := listTable(t, s.Server, name); normalize(listed) != normalize(string(golden)) {
+			t.Errorf("%s: kernel listing differs from the golden file\n--- golden\n%s\n--- nft list\n%s", c, golden, listed)
+		}
+		s.Server.MustExec(t, s.bin, "remove", "-c", abs)
+	}
+}
