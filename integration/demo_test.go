@@ -1,0 +1,34 @@
+package integration
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/nftlimitd/nftlimitd/integration/nstest"
+)
+
+// TestDemo runs what `make demo` runs and checks that the limits bite as
+// the README shows, and that it cleans up its namespaces.
+func TestDemo(t *testing.T) {
+	t.Parallel()
+	nstest.Require(t)
+	bin := nstest.BuildBinary(t)
+	out, err := exec.Command("go", "run", "../contrib/demo", "-bin", bin, "-config", "../nftlimit.conf").CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"from 198.51.100.10   -> 192.0.2.1:22   3 accepted,  2 refused",
+		"from 198.51.100.11   -> 192.0.2.1:80   5 accepted,  5 refused",
+		"from 198.51.100.7    -> 192.0.2.1:80  30 accepted,  0 refused",
+		"is up to date",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	if ns, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(ns), "nftlimit-demo") {
+		t.Errorf("demo left namespaces behind:\n%s", ns)
+	}
+}
