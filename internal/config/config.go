@@ -103,7 +103,7 @@ func parse(files []File, opts options) (*Config, error) {
 		v.files = append(v.files, f.Name)
 		srcs[i] = newSource(f.Name, f.Data)
 		if root := parseTOML(srcs[i], &v.errs); root != nil {
-			raws[i] = d.file(srcs[i], root, i > 0)
+			raws[i] = d.file(root, i > 0)
 		}
 	}
 

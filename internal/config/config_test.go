@@ -555,13 +555,17 @@ protocol = 2021-01-01
 		{
 			name: "sections of the wrong shape",
 			main: `table = "x"
+metrics = {listen = ":1", listen = ":2"}
 [[defaults]]
 [limit]
 `,
+			snippets: []File{{Name: "s.conf", Data: []byte(`limit = [{name = "x"}]`)}},
 			want: []string{
 				`nftlimit.conf:1:9: table: want a table, got string`,
-				`nftlimit.conf:2:1: [[defaults]] must be written [defaults]: there is only one`,
-				`nftlimit.conf:3:1: [limit] must be written [[limit]]: each limit is one table of an array`,
+				`nftlimit.conf:2:27: duplicate key "listen" in [metrics]: first defined at nftlimit.conf:2:12`,
+				`nftlimit.conf:3:1: [[defaults]] must be written [defaults]: there is only one`,
+				`nftlimit.conf:4:1: [limit] must be written [[limit]]: each limit is one table of an array`,
+				`s.conf:1:9: limit: want [[limit]] tables, got array`,
 			},
 		},
 		{
@@ -646,8 +650,8 @@ name = "ok"
 `,
 			want: []string{
 				`nftlimit.conf:2:8: limit "SSH": name: "SSH" must be 1 to 24 characters of a-z, 0-9, '_' and '-', starting with a letter`,
-				`nftlimit.conf:6:8: limit "1ssh": name: "1ssh" must start with a letter: nft cannot parse set names that start with a digit, '_' or '-'`,
-				`nftlimit.conf:10:8: limit "-ssh": name: "-ssh" must start with a letter: nft cannot parse set names that start with a digit, '_' or '-'`,
+				`nftlimit.conf:6:8: limit "1ssh": name: "1ssh" must start with a letter a-z: nft cannot parse set names that start with a digit or '-'`,
+				`nftlimit.conf:10:8: limit "-ssh": name: "-ssh" must start with a letter a-z: nft cannot parse set names that start with a digit or '-'`,
 				`nftlimit.conf:14:8: limit "abcdefghijklmnopqrstuvwxy": name: "abcdefghijklmnopqrstuvwxy" must be 1 to 24 characters of a-z, 0-9, '_' and '-', starting with a letter`,
 				`nftlimit.conf:18:8: limit "": name: "" must be 1 to 24 characters of a-z, 0-9, '_' and '-', starting with a letter`,
 				`nftlimit.conf:21:1: [[limit]]: name is required`,

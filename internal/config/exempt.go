@@ -1,9 +1,9 @@
 package config
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
+	"cmp"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net/netip"
@@ -51,23 +51,78 @@ func reason(err error) string {
 	return msg
 }
 
-// sortPrefixes sorts ps (IPv4 first, then by address, then by length) and
-// removes duplicates.
-func sortPrefixes(ps []netip.Prefix) []netip.Prefix {
-	if !slices.IsSortedFunc(ps, netip.Prefix.Compare) {
-		slices.SortFunc(ps, netip.Prefix.Compare)
+// comparePrefixes orders masked prefixes: IPv4 first, then by address, then
+// by length. It is netip.Prefix.Compare without the masking.
+func comparePrefixes(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
 	}
-	return slices.Compact(ps)
+	return cmp.Compare(a.Bits(), b.Bits())
 }
 
-// mergePrefixes merges two sorted, de-duplicated lists into a new one.
+// sortPrefixes sorts masked prefixes (see comparePrefixes) and removes
+// duplicates. Addresses with a zone must not be among them.
+//
+// Sorting a million netip.Prefix values with a comparison function takes
+// most of the time of loading a large exempt file, so the prefixes are
+// sorted as plain integers instead: an IPv4 prefix as one uint64 (address,
+// then length), an IPv6 prefix as a pair.
+func sortPrefixes(ps []netip.Prefix) []netip.Prefix {
+	if slices.IsSortedFunc(ps, comparePrefixes) {
+		return slices.Compact(ps)
+	}
+	type key6 struct {
+		hi, lo uint64
+		bits   int
+	}
+	v4 := make([]uint64, 0, len(ps))
+	var v6 []key6
+	for _, p := range ps {
+		a := p.Addr()
+		if a.Is4() {
+			b := a.As4()
+			v4 = append(v4, uint64(binary.BigEndian.Uint32(b[:]))<<8|uint64(p.Bits()))
+			continue
+		}
+		b := a.As16()
+		v6 = append(v6, key6{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:]), p.Bits()})
+	}
+	slices.Sort(v4)
+	slices.SortFunc(v6, func(a, b key6) int {
+		return cmp.Or(cmp.Compare(a.hi, b.hi), cmp.Compare(a.lo, b.lo), cmp.Compare(a.bits, b.bits))
+	})
+	v4, v6 = slices.Compact(v4), slices.Compact(v6)
+
+	ps = ps[:0]
+	for _, k := range v4 {
+		var b [4]byte
+		binary.BigEndian.PutUint32(b[:], uint32(k>>8))
+		ps = append(ps, netip.PrefixFrom(netip.AddrFrom4(b), int(k&0xff)))
+	}
+	for _, k := range v6 {
+		var b [16]byte
+		binary.BigEndian.PutUint64(b[:8], k.hi)
+		binary.BigEndian.PutUint64(b[8:], k.lo)
+		ps = append(ps, netip.PrefixFrom(netip.AddrFrom16(b), k.bits))
+	}
+	return ps
+}
+
+// mergePrefixes merges two sorted, de-duplicated lists. When one is empty,
+// the result is the other, clipped so that an append cannot write into it:
+// limits that inherit a large exempt file share one list.
 func mergePrefixes(a, b []netip.Prefix) []netip.Prefix {
-	if len(a)+len(b) == 0 {
+	switch {
+	case len(a) == 0 && len(b) == 0:
 		return nil
+	case len(a) == 0:
+		return slices.Clip(b)
+	case len(b) == 0:
+		return slices.Clip(a)
 	}
 	out := make([]netip.Prefix, 0, len(a)+len(b))
 	for len(a) > 0 && len(b) > 0 {
-		switch c := a[0].Compare(b[0]); {
+		switch c := comparePrefixes(a[0], b[0]); {
 		case c < 0:
 			out, a = append(out, a[0]), a[1:]
 		case c > 0:
@@ -84,28 +139,33 @@ func mergePrefixes(a, b []netip.Prefix) []netip.Prefix {
 // blank lines are ignored. Problems are reported at their line and column
 // in the file named name. The result is sorted and de-duplicated.
 func readExemptFile(name string, r io.Reader, errs *ErrorList) []netip.Prefix {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		*errs = append(*errs, &Error{Pos: Position{File: name, Line: 1, Col: 1}, Msg: fmt.Sprintf("read: %v", err)})
+		return nil
+	}
 	var (
-		out     []netip.Prefix
-		nerrs   int
-		lineNum int
+		out   = make([]netip.Prefix, 0, bytes.Count(data, []byte{'\n'})+1)
+		nerrs int
 	)
 	errorf := func(line, col int, format string, args ...any) bool {
+		pos := Position{File: name, Line: line, Col: col}
 		nerrs++
 		if nerrs > maxFileErrors {
-			*errs = append(*errs, &Error{
-				Pos: Position{File: name, Line: line, Col: col},
-				Msg: fmt.Sprintf("too many errors in this exempt file, stopped after %d", maxFileErrors),
-			})
+			*errs = append(*errs, &Error{Pos: pos, Msg: fmt.Sprintf("too many errors in this exempt file, stopped after %d", maxFileErrors)})
 			return false
 		}
-		*errs = append(*errs, &Error{Pos: Position{File: name, Line: line, Col: col}, Msg: fmt.Sprintf(format, args...)})
+		*errs = append(*errs, &Error{Pos: pos, Msg: fmt.Sprintf(format, args...)})
 		return true
 	}
 
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		lineNum++
-		line := sc.Bytes()
+	for lineNum := 1; len(data) > 0; lineNum++ {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
 		if i := bytes.IndexByte(line, '#'); i >= 0 {
 			line = line[:i]
 		}
@@ -121,7 +181,7 @@ func readExemptFile(name string, r io.Reader, errs *ErrorList) []netip.Prefix {
 		}
 		field := line[start:end]
 		col := utf8.RuneCount(line[:start]) + 1
-		if i := bytes.IndexAny(field, " \t"); i >= 0 {
+		if bytes.ContainsAny(field, " \t") {
 			if !errorf(lineNum, col, "want one address or CIDR a line, got %q", field) {
 				return nil
 			}
@@ -135,13 +195,6 @@ func readExemptFile(name string, r io.Reader, errs *ErrorList) []netip.Prefix {
 			continue
 		}
 		out = append(out, p)
-	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			errorf(lineNum+1, 1, "line is too long for an address or CIDR")
-		} else {
-			errorf(lineNum+1, 1, "read: %v", err)
-		}
 	}
 	return sortPrefixes(out)
 }

@@ -10,10 +10,10 @@ import (
 	"time"
 )
 
-// rateEnforced says whether this version enforces rate, burst and ban. Until
-// it does, they are parsed and validated, but a limit that uses them is an
-// error: accepting them would promise a protection that is not there.
-const rateEnforced = false
+// rateEnforced says whether this version enforces rate, burst and ban. While
+// it is false they are parsed and validated, but a limit that uses them is
+// an error: accepting them would promise a protection that is not there.
+const rateEnforced = true
 
 // Week is the largest unit a rate can be expressed in.
 const week = 7 * 24 * time.Hour

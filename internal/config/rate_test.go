@@ -1,7 +1,7 @@
 package config
 
 import (
-	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,6 +133,8 @@ rate = "1/11s"
 			l.Rate = &Rate{Count: 6, Unit: time.Minute, Burst: 10}
 			l.Action, l.RejectWith = Drop, ""
 			l.Ban = 10 * time.Minute
+			l.BanEscalate = []time.Duration{10 * time.Minute}
+			l.BanWindow = 24 * time.Hour
 		}),
 		limit("both", ports(80, 80), func(l *Limit) {
 			l.MaxConnections = 5
@@ -158,35 +160,59 @@ rate = "1/11s"
 	}
 }
 
-// TestRateGate checks that, while rateEnforced is false, Parse refuses rate,
-// burst and ban, and names each.
-func TestRateGate(t *testing.T) {
+// TestParseIsPublicForRates: Parse (not only the test path) accepts rate,
+// burst and ban now that they are enforced.
+func TestParseIsPublicForRates(t *testing.T) {
 	t.Parallel()
-	if rateEnforced {
-		t.Skip("rate limits are enforced")
+	cfg, err := Parse([]File{{Name: "nftlimit.conf", Data: []byte("[[limit]]\nname = \"r\"\nports = [80]\nrate = \"10/100s\"\nburst = 20\nban = \"10m\"\n")}})
+	if err != nil {
+		t.Fatalf("parse: %v", err)
 	}
-	_, err := Parse([]File{{Name: "nftlimit.conf", Data: []byte(`[[limit]]
-name = "r"
-ports = [80]
-max_connections = 3
-rate = "10/100s"
-burst = 20
-ban = "10m"
-`)}})
-	var list ErrorList
-	if !errors.As(err, &list) {
-		t.Fatalf("got %v, want an ErrorList", err)
+	if l := cfg.Limits[0]; l.Rate == nil || l.Rate.Burst != 20 || l.Ban != 10*time.Minute {
+		t.Errorf("got rate %v ban %v", l.Rate, l.Ban)
 	}
-	want := []string{
-		`nftlimit.conf:5:8: limit "r": rate: rate limits are not supported by this version yet`,
-		`nftlimit.conf:6:9: limit "r": burst: rate limits are not supported by this version yet`,
-		`nftlimit.conf:7:7: limit "r": ban: bans are not supported by this version yet`,
-	}
-	var got []string
-	for _, e := range list {
-		got = append(got, e.Error())
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("errors (-want +got):\n%s", diff)
+}
+
+// TestBanEscalate covers ban_escalate and ban_window.
+func TestBanEscalate(t *testing.T) {
+	t.Parallel()
+	const head = "[[limit]]\nname = \"r\"\nports = [80]\nrate = \"10/100s\"\n"
+	for _, tc := range []struct {
+		name, text string
+		ladder     []time.Duration
+		window     time.Duration
+		err        string
+	}{
+		{name: "ladder", text: head + `ban_escalate = ["10m", "1h", "24h"]` + "\n",
+			ladder: []time.Duration{10 * time.Minute, time.Hour, 24 * time.Hour}, window: 24 * time.Hour},
+		{name: "ban agrees with the first step", text: head + "ban = \"10m\"\nban_escalate = [\"10m\", \"1h\"]\nban_window = \"7h\"\n",
+			ladder: []time.Duration{10 * time.Minute, time.Hour}, window: 7 * time.Hour},
+		{name: "ban disagrees", text: head + "ban = \"5m\"\nban_escalate = [\"10m\"]\n",
+			err: `nftlimit.conf:5:7: limit "r": ban: "5m" differs from the first step of ban_escalate (10m0s): set one or make them agree`},
+		{name: "shorter step", text: head + `ban_escalate = ["1h", "10m"]` + "\n",
+			err: `nftlimit.conf:5:23: limit "r": ban_escalate: "10m" is shorter than the step before it: each offence must get at least the ban of the one before`},
+		{name: "not a duration", text: head + `ban_escalate = ["1d"]` + "\n",
+			err: `nftlimit.conf:5:17: limit "r": ban_escalate: "1d" is not a duration like 90s, 10m or 1h30m`},
+		{name: "window without ban", text: head + "ban_window = \"1h\"\n",
+			err: `nftlimit.conf:5:14: limit "r": ban_window: only applies with ban or ban_escalate`},
+		{name: "escalate without rate", text: "[[limit]]\nname = \"r\"\nports = [80]\nmax_connections = 1\nban_escalate = [\"1m\"]\n",
+			err: `nftlimit.conf:5:16: limit "r": ban_escalate: only applies with a rate`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse([]File{{Name: "nftlimit.conf", Data: []byte(tc.text)}})
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("got error %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := cfg.Limits[0]
+			if diff := cmp.Diff(tc.ladder, l.BanEscalate); diff != "" || l.BanWindow != tc.window || l.Ban != tc.ladder[0] {
+				t.Errorf("ladder (-want +got):\n%s\nwindow %v, want %v; ban %v", diff, l.BanWindow, tc.window, l.Ban)
+			}
+		})
 	}
 }

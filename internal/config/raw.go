@@ -35,7 +35,6 @@ type list struct {
 
 // rawFile is one decoded file.
 type rawFile struct {
-	src      *source
 	table    *rawTable
 	metrics  *rawMetrics
 	defaults *rawCommon
@@ -71,6 +70,8 @@ type rawLimit struct {
 	has map[string]bool
 
 	name, rate, ban       *str
+	banWindow             *str
+	banEscalate           *list
 	ports                 *list
 	maxConnections, burst *num
 	destinations          *list
@@ -78,11 +79,11 @@ type rawLimit struct {
 
 // Keys of each table, for unknown-key hints.
 var (
-	topKeys      = []string{"table", "metrics", "defaults", "limit"}
-	tableKeys    = []string{"name", "priority", "keep_on_exit"}
-	metricsKeys  = []string{"listen"}
-	commonKeys   = []string{"action", "ipv4_prefix", "ipv6_prefix", "exempt", "exempt_file", "log", "max_sources", "when_full", "reject_with", "protocol", "hook", "interfaces"}
-	limitOnlyKey = []string{"name", "ports", "max_connections", "rate", "burst", "ban", "destinations"}
+	topKeys       = []string{"table", "metrics", "defaults", "limit"}
+	tableKeys     = []string{"name", "priority", "keep_on_exit"}
+	metricsKeys   = []string{"listen"}
+	commonKeys    = []string{"action", "ipv4_prefix", "ipv6_prefix", "exempt", "exempt_file", "log", "max_sources", "when_full", "reject_with", "protocol", "hook", "interfaces"}
+	limitOnlyKeys = []string{"name", "ports", "max_connections", "rate", "burst", "ban", "ban_escalate", "ban_window", "destinations"}
 )
 
 // decoder decodes trees into raw structs.
@@ -95,8 +96,8 @@ func (d *decoder) errorf(pos Position, format string, args ...any) {
 }
 
 // file decodes the tree of one file. A snippet may hold only [[limit]].
-func (d *decoder) file(src *source, root *node, snippet bool) *rawFile {
-	f := &rawFile{src: src}
+func (d *decoder) file(root *node, snippet bool) *rawFile {
+	f := &rawFile{}
 	for _, key := range root.keys {
 		n := root.fields[key]
 		switch key {
@@ -124,6 +125,7 @@ func (d *decoder) file(src *source, root *node, snippet bool) *rawFile {
 				}
 			case kindTable:
 				d.errorf(n.keyPos, "[limit] must be written [[limit]]: each limit is one table of an array")
+			case kindInvalid:
 			default:
 				d.typeError(n, "limit", "[[limit]] tables")
 			}
@@ -175,7 +177,7 @@ func (d *decoder) metrics(t *node) *rawMetrics {
 
 func (d *decoder) defaults(t *node) *rawCommon {
 	r := &rawCommon{}
-	d.fields(t, "defaults", "[defaults]", commonKeys, limitOnlyKey, d.commonFields("defaults", r))
+	d.fields(t, "defaults", "[defaults]", commonKeys, limitOnlyKeys, d.commonFields("defaults", r))
 	return r
 }
 
@@ -206,11 +208,13 @@ func (d *decoder) limit(t *node) *rawLimit {
 	fs["name"] = d.str(r.ctx, &r.name)
 	fs["rate"] = d.str(r.ctx, &r.rate)
 	fs["ban"] = d.str(r.ctx, &r.ban)
+	fs["ban_escalate"] = d.strings(r.ctx, &r.banEscalate)
+	fs["ban_window"] = d.str(r.ctx, &r.banWindow)
 	fs["max_connections"] = d.num(r.ctx, &r.maxConnections)
 	fs["burst"] = d.num(r.ctx, &r.burst)
 	fs["destinations"] = d.strings(r.ctx, &r.destinations)
 	fs["ports"] = d.ports(r.ctx, &r.ports)
-	d.fields(t, r.ctx, "[[limit]]", append(append([]string(nil), commonKeys...), limitOnlyKey...), nil, fs)
+	d.fields(t, r.ctx, "[[limit]]", append(append([]string(nil), commonKeys...), limitOnlyKeys...), nil, fs)
 	for _, key := range t.keys {
 		r.has[key] = fs[key] != nil
 	}

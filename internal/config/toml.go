@@ -110,6 +110,13 @@ type source struct {
 	name  string
 	data  []byte
 	lines []int // offset of the start of each line
+
+	// The last position computed: positions are mostly asked for in
+	// order, and counting from there keeps a long line from costing
+	// quadratic time.
+	lastOff  int
+	lastLine int
+	lastCol  int
 }
 
 func newSource(name string, data []byte) *source {
@@ -128,8 +135,13 @@ func newSource(name string, data []byte) *source {
 func (s *source) pos(offset int) Position {
 	offset = max(0, min(offset, len(s.data)))
 	line := sort.Search(len(s.lines), func(i int) bool { return s.lines[i] > offset })
-	start := s.lines[line-1]
-	return Position{File: s.name, Line: line, Col: utf8.RuneCount(s.data[start:offset]) + 1}
+	from, col := s.lines[line-1], 1
+	if line == s.lastLine && offset >= s.lastOff {
+		from, col = s.lastOff, s.lastCol
+	}
+	col += utf8.RuneCount(s.data[from:offset])
+	s.lastOff, s.lastLine, s.lastCol = offset, line, col
+	return Position{File: s.name, Line: line, Col: col}
 }
 
 // offsetOf returns where b, a subslice of the data, starts.

@@ -142,6 +142,13 @@ type Limit struct {
 	// Ban is how long a source group that goes over Rate is banned; 0 for
 	// no ban.
 	Ban time.Duration
+	// BanEscalate lists the ban of each offence: a source group that goes
+	// over Rate again within BanWindow of its last offence gets the next,
+	// longer ban, up to the last. It always holds at least Ban when Ban is
+	// set; BanEscalate[0] == Ban.
+	BanEscalate []time.Duration
+	// BanWindow is how long offences are remembered for escalation.
+	BanWindow time.Duration
 
 	// IPv4Prefix and IPv6Prefix group sources before counting.
 	IPv4Prefix int
@@ -149,13 +156,18 @@ type Limit struct {
 
 	// Exempt is every exempt prefix, from exempt and exempt_file, masked
 	// to its prefix length, sorted and de-duplicated (but not merged).
+	// Limits that inherit the same large exempt file may share the
+	// backing array: do not modify it.
 	Exempt []netip.Prefix
-	// Interfaces restricts the limit to traffic arriving on these.
+	// Interfaces restricts the limit to traffic arriving on these (sorted,
+	// de-duplicated); nil for all.
 	Interfaces []string
-	// Destinations restricts the limit to these local addresses.
+	// Destinations restricts the limit to these local addresses (masked,
+	// sorted, de-duplicated); nil for all.
 	Destinations []netip.Prefix
 
-	Action     Action
+	Action Action
+	// RejectWith is how Reject answers; it is empty for other actions.
 	RejectWith RejectWith
 	// Log also emits a rate-limited kernel log line when the action fires.
 	Log bool

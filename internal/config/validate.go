@@ -335,6 +335,10 @@ func (v *validator) limit(r *rawLimit, b inherited, src *source) Limit {
 		v.errorf(r.pos, "%s: set max_connections, rate or both", ctx)
 	}
 	l.Rate, l.Ban = v.rate(r)
+	l.BanEscalate, l.BanWindow = v.escalate(r, l.Ban)
+	if len(l.BanEscalate) > 0 {
+		l.Ban = l.BanEscalate[0]
+	}
 	if r.destinations != nil {
 		l.Destinations = v.prefixes(ctx, "destinations", r.destinations)
 	}
@@ -386,7 +390,7 @@ func limitNameProblem(s string) string {
 	case s == "" || len(s) > maxLimitName:
 		return fmt.Sprintf("%q must be 1 to %d characters of a-z, 0-9, '_' and '-', starting with a letter", s, maxLimitName)
 	case !isLower(s[0]):
-		return fmt.Sprintf("%q must start with a letter: nft cannot parse set names that start with a digit, '_' or '-'", s)
+		return fmt.Sprintf("%q must start with a letter a-z: nft cannot parse set names that start with a digit or '-'", s)
 	}
 	return ""
 }
@@ -528,6 +532,69 @@ func (v *validator) rate(r *rawLimit) (*Rate, time.Duration) {
 		return nil, 0
 	}
 	return rate, ban
+}
+
+// defaultBanWindow is how long offences are remembered by default.
+const defaultBanWindow = 24 * time.Hour
+
+// escalate checks ban_escalate and ban_window. The ladder starts with ban
+// when both are set (ban must then be its first step).
+func (v *validator) escalate(r *rawLimit, ban time.Duration) ([]time.Duration, time.Duration) {
+	ctx := r.ctx
+	var ladder []time.Duration
+	ok := true
+	if r.banEscalate != nil {
+		if r.rate == nil {
+			v.errorf(r.banEscalate.pos, "%s: ban_escalate: only applies with a rate", ctx)
+			ok = false
+		}
+		if len(r.banEscalate.items) == 0 {
+			v.errorf(r.banEscalate.pos, "%s: ban_escalate: list at least one duration", ctx)
+			ok = false
+		}
+		for _, it := range r.banEscalate.items {
+			d, err := time.ParseDuration(it.str)
+			switch {
+			case err != nil:
+				v.errorf(it.pos, "%s: ban_escalate: %q is not a duration like 90s, 10m or 1h30m", ctx, it.str)
+				ok = false
+			case d < time.Second:
+				v.errorf(it.pos, "%s: ban_escalate: %q must be at least 1s", ctx, it.str)
+				ok = false
+			case len(ladder) > 0 && d < ladder[len(ladder)-1]:
+				v.errorf(it.pos, "%s: ban_escalate: %q is shorter than the step before it: each offence must get at least the ban of the one before", ctx, it.str)
+				ok = false
+			}
+			ladder = append(ladder, d)
+		}
+		if ok && r.ban != nil && ban > 0 && ban != ladder[0] {
+			v.errorf(r.ban.pos, "%s: ban: %q differs from the first step of ban_escalate (%s): set one or make them agree", ctx, r.ban.v, ladder[0])
+			ok = false
+		}
+		if !ok {
+			ladder = nil
+		}
+	} else if ban > 0 {
+		ladder = []time.Duration{ban}
+	}
+	window := time.Duration(0)
+	if len(ladder) > 0 {
+		window = defaultBanWindow
+	}
+	if r.banWindow != nil {
+		d, err := time.ParseDuration(r.banWindow.v)
+		switch {
+		case r.ban == nil && r.banEscalate == nil:
+			v.errorf(r.banWindow.pos, "%s: ban_window: only applies with ban or ban_escalate", ctx)
+		case err != nil:
+			v.errorf(r.banWindow.pos, "%s: ban_window: %q is not a duration like 90s, 10m or 1h30m", ctx, r.banWindow.v)
+		case d < time.Second:
+			v.errorf(r.banWindow.pos, "%s: ban_window: %q must be at least 1s", ctx, r.banWindow.v)
+		default:
+			window = d
+		}
+	}
+	return ladder, window
 }
 
 // sortErrors sorts errors by file, in the order the files were read, then

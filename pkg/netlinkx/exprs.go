@@ -23,8 +23,9 @@ const connlimitInvert = 1
 // rule, so that `nft list` prints it exactly as ruleset.Render does.
 func exprsOf(r ruleset.Rule, created map[string]*nftables.Set) ([]expr.Any, error) {
 	var out []expr.Any
+	st := &ruleState{created: created}
 	for _, s := range r.Stmts {
-		e, err := stmtExprs(s, created)
+		e, err := st.stmtExprs(s)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s, err)
 		}
@@ -33,7 +34,17 @@ func exprsOf(r ruleset.Rule, created map[string]*nftables.Set) ([]expr.Any, erro
 	return out, nil
 }
 
-func stmtExprs(s ruleset.Stmt, created map[string]*nftables.Set) ([]expr.Any, error) {
+// ruleState is what the translation of one rule remembers between its
+// statements.
+type ruleState struct {
+	created map[string]*nftables.Set
+	// checked is the family whose check the rule already made: nft adds it
+	// once, before the first address load.
+	checked ruleset.Family
+}
+
+func (st *ruleState) stmtExprs(s ruleset.Stmt) ([]expr.Any, error) {
+	created := st.created
 	switch s := s.(type) {
 	case ruleset.CTStateNew:
 		return []expr.Any{
@@ -56,13 +67,26 @@ func stmtExprs(s ruleset.Stmt, created map[string]*nftables.Set) ([]expr.Any, er
 			lookup(s.Set, created, s.Negate, false),
 		}, nil
 	case ruleset.NFProto:
+		st.checked = s.Family
 		return nfproto(s.Family), nil
 	case ruleset.L4Proto:
 		return l4proto(s.Proto), nil
 	case ruleset.AddrInSet:
-		return append(loadAddr(s.Family, s.Field, s.Prefix), lookup(s.Set, created, s.Negate, false)), nil
+		return append(st.loadAddr(s.Family, s.Field, s.Prefix), lookup(s.Set, created, s.Negate, false)), nil
+	case ruleset.SetAdd:
+		op := uint32(unix.NFT_DYNSET_OP_ADD)
+		if s.Update {
+			op = unix.NFT_DYNSET_OP_UPDATE
+		}
+		return append(st.loadAddr(s.Family, ruleset.SAddr, s.Prefix), &expr.Dynset{
+			SrcRegKey: reg,
+			SetName:   s.Set,
+			SetID:     setID(s.Set, created),
+			Operation: op,
+			Timeout:   s.Timeout,
+		}), nil
 	case ruleset.ConnLimit:
-		return append(loadAddr(s.Family, ruleset.SAddr, s.Prefix), &expr.Dynset{
+		return append(st.loadAddr(s.Family, ruleset.SAddr, s.Prefix), &expr.Dynset{
 			SrcRegKey: reg,
 			SetName:   s.Set,
 			SetID:     setID(s.Set, created),
@@ -74,7 +98,7 @@ func stmtExprs(s ruleset.Stmt, created map[string]*nftables.Set) ([]expr.Any, er
 		if err != nil {
 			return nil, err
 		}
-		return append(loadAddr(s.Family, ruleset.SAddr, s.Prefix), &expr.Dynset{
+		return append(st.loadAddr(s.Family, ruleset.SAddr, s.Prefix), &expr.Dynset{
 			SrcRegKey: reg,
 			SetName:   s.Set,
 			SetID:     setID(s.Set, created),
@@ -146,8 +170,9 @@ func nfproto(f ruleset.Family) []expr.Any {
 }
 
 // loadAddr loads the source or destination address, masked to prefix bits,
-// after the family check nft adds for `ip saddr` in an inet table.
-func loadAddr(f ruleset.Family, field ruleset.Addr, prefix int) []expr.Any {
+// after the family check nft adds for `ip saddr` in an inet table (once a
+// rule).
+func (st *ruleState) loadAddr(f ruleset.Family, field ruleset.Addr, prefix int) []expr.Any {
 	offset, size := uint32(12), uint32(4)
 	if field == ruleset.DAddr {
 		offset = 16
@@ -158,7 +183,12 @@ func loadAddr(f ruleset.Family, field ruleset.Addr, prefix int) []expr.Any {
 			offset = 24
 		}
 	}
-	out := append(nfproto(f), &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: size})
+	var out []expr.Any
+	if st.checked != f {
+		out = nfproto(f)
+		st.checked = f
+	}
+	out = append(out, &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: size})
 	if prefix < int(size)*8 {
 		out = append(out, &expr.Bitwise{
 			SourceRegister: reg, DestRegister: reg, Len: size,

@@ -21,6 +21,8 @@ import (
 // Conn talks nftables netlink in one network namespace.
 type Conn struct {
 	nft *nftables.Conn
+	// netnsFd is the namespace of dumps (-1: the caller's).
+	netnsFd int
 }
 
 // Option configures a Conn.
@@ -58,7 +60,7 @@ func Open(opts ...Option) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open nftables netlink: %w", err)
 	}
-	return &Conn{nft: c}, nil
+	return &Conn{nft: c, netnsFd: o.netnsFd}, nil
 }
 
 // Close releases the netlink socket.

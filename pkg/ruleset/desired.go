@@ -17,9 +17,12 @@ const (
 	// DispatchOwner owns the base chains' rules and the dispatch maps.
 	DispatchOwner = "dispatch"
 
-	limitChainPrefix  = "lim_"
-	actionChainPrefix = "act_"
-	multiChainPrefix  = "multi_"
+	limitChainPrefix     = "lim_"
+	actionChainPrefix    = "act_"
+	violationChainPrefix = "viol_"
+	banChainPrefix       = "ban_"
+	multiChainPrefix     = "multi_"
+	multiBanChainPrefix  = "multiban_"
 )
 
 // Log lines of the action chains are limited to logRate per second, with a
@@ -34,6 +37,24 @@ func LimitChain(name string) string { return limitChainPrefix + name }
 
 // ActionChain is the name of the chain that counts and acts for limit name.
 func ActionChain(name string) string { return actionChainPrefix + name }
+
+// BanChain is the name of the chain that drops the banned sources of limit
+// name.
+func BanChain(name string) string { return banChainPrefix + name }
+
+// ViolationChain is the name of the chain that bans a source that went over
+// limit name's rate.
+func ViolationChain(name string) string { return violationChainPrefix + name }
+
+// BannedCounter is the name of the counter of packets dropped because their
+// source was banned by limit name.
+func BannedCounter(name string) string { return name + "_banned" }
+
+// BanMap is the name of the verdict map that sends every packet (not only
+// new connections) on the ports of limits with bans to their ban chains.
+func BanMap(h config.Hook, p config.Protocol) string {
+	return DispatchMap(h, p) + "_ban"
+}
 
 // HitsCounter is the name of the counter of packets limit name acted on.
 func HitsCounter(name string) string { return name + "_hits" }
@@ -80,18 +101,35 @@ func Desired(cfg *config.Config) (*Table, error) {
 	base := map[config.Hook]*Chain{}
 	var baseOrder []config.Hook
 	for _, k := range order {
-		m, chains, err := dispatch(k.hook, k.proto, groups[k], usedMulti)
-		if err != nil {
-			return nil, err
-		}
-		maps = append(maps, m)
-		multis = append(multis, chains...)
 		c, ok := base[k.hook]
 		if !ok {
 			c = &Chain{Name: string(k.hook), Hook: k.hook, Priority: cfg.Table.Priority}
 			base[k.hook] = c
 			baseOrder = append(baseOrder, k.hook)
 		}
+		// Banned sources first, on every packet: a ban also ends the
+		// connections they hold on the limit's ports.
+		var banned []*config.Limit
+		for _, l := range groups[k] {
+			if l.Ban > 0 {
+				banned = append(banned, l)
+			}
+		}
+		if len(banned) > 0 {
+			m, chains, err := dispatch(BanMap(k.hook, k.proto), banned, BanChain, multiBanChainPrefix, usedMulti)
+			if err != nil {
+				return nil, err
+			}
+			maps = append(maps, m)
+			multis = append(multis, chains...)
+			c.Rules = append(c.Rules, newRule(DispatchOwner, DportVmap{Proto: k.proto, Map: m.Name}))
+		}
+		m, chains, err := dispatch(DispatchMap(k.hook, k.proto), groups[k], LimitChain, multiChainPrefix, usedMulti)
+		if err != nil {
+			return nil, err
+		}
+		maps = append(maps, m)
+		multis = append(multis, chains...)
 		c.Rules = append(c.Rules, newRule(DispatchOwner, CTStateNew{}, DportVmap{Proto: k.proto, Map: m.Name}))
 	}
 	for _, h := range baseOrder {
@@ -104,6 +142,9 @@ func Desired(cfg *config.Config) (*Table, error) {
 		l := &cfg.Limits[i]
 		sets, chains := limitObjects(l)
 		t.Counters = append(t.Counters, Counter{Name: HitsCounter(l.Name), Limit: l.Name})
+		if l.Ban > 0 {
+			t.Counters = append(t.Counters, Counter{Name: BannedCounter(l.Name), Limit: l.Name})
+		}
 		t.Sets = append(t.Sets, sets...)
 		t.Chains = append(t.Chains, chains...)
 	}
@@ -115,10 +156,10 @@ func Desired(cfg *config.Config) (*Table, error) {
 	return t, nil
 }
 
-// dispatch builds the verdict map of one hook and protocol: each port range
-// jumps to the chain of the one limit that covers it, or to a chain that
-// jumps to each of the limits that share it, in configuration order.
-func dispatch(h config.Hook, p config.Protocol, limits []*config.Limit, usedMulti map[string]bool) (Set, []Chain, error) {
+// dispatch builds a verdict map called name: each port range jumps to the
+// chain (as named by chainOf) of the one limit that covers it, or to a chain
+// that jumps to each of the limits that share it, in configuration order.
+func dispatch(name string, limits []*config.Limit, chainOf func(string) string, multiPrefix string, usedMulti map[string]bool) (Set, []Chain, error) {
 	// Cut the port space at every range boundary.
 	cuts := map[int]bool{}
 	for _, l := range limits {
@@ -134,7 +175,7 @@ func dispatch(h config.Hook, p config.Protocol, limits []*config.Limit, usedMult
 	sort.Ints(points)
 
 	m := Set{
-		Name:     DispatchMap(h, p),
+		Name:     name,
 		Type:     TypePort,
 		Map:      true,
 		Interval: true,
@@ -153,20 +194,20 @@ func dispatch(h config.Hook, p config.Protocol, limits []*config.Limit, usedMult
 		if len(names) == 0 {
 			continue
 		}
-		target := LimitChain(names[0])
+		target := chainOf(names[0])
 		if len(names) > 1 {
 			k := strings.Join(names, "\x00")
 			target = multiByKey[k]
 			if target == "" {
-				target = multiChainPrefix + strings.Join(names, "_")
+				target = multiPrefix + strings.Join(names, "_")
 				for n := 2; usedMulti[target]; n++ {
-					target = fmt.Sprintf("%s%s_%d", multiChainPrefix, strings.Join(names, "_"), n)
+					target = fmt.Sprintf("%s%s_%d", multiPrefix, strings.Join(names, "_"), n)
 				}
 				usedMulti[target] = true
 				multiByKey[k] = target
 				c := Chain{Name: target}
 				for _, n := range names {
-					c.Rules = append(c.Rules, newRule(DispatchOwner, Verdict{Kind: Jump, Chain: LimitChain(n)}))
+					c.Rules = append(c.Rules, newRule(DispatchOwner, Verdict{Kind: Jump, Chain: chainOf(n)}))
 				}
 				chains = append(chains, c)
 			}
@@ -179,7 +220,7 @@ func dispatch(h config.Hook, p config.Protocol, limits []*config.Limit, usedMult
 		m.Ports = append(m.Ports, PortMapping{Ports: r, Chain: target})
 	}
 	if len(m.Ports) == 0 {
-		return Set{}, nil, fmt.Errorf("no ports to dispatch for %s %s", h, p)
+		return Set{}, nil, fmt.Errorf("%s: no ports to dispatch", name)
 	}
 	return m, chains, nil
 }
@@ -267,14 +308,24 @@ func limitObjects(l *config.Limit) ([]Set, []Chain) {
 				Name: name, Type: addrType(f), Dynamic: true, Timeout: true,
 				Size: uint32(l.MaxSources), Comment: comment, Limit: l.Name,
 			})
+			over := toAct
+			if l.Ban > 0 {
+				over = Verdict{Kind: Goto, Chain: ViolationChain(l.Name)}
+			}
 			add(RateLimit{
 				Family: f, Prefix: prefix, Set: name, Timeout: RateTimeout(l.Rate),
 				Rate: l.Rate.Count, Unit: l.Rate.Unit, Burst: l.Rate.Burst,
-			}, toAct)
+			}, over)
 			if l.WhenFull == config.FullDeny {
 				add(AddrInSet{Family: f, Field: SAddr, Prefix: prefix, Set: name, Negate: true}, toAct)
 			}
 		}
+	}
+	var extra []Chain
+	if l.Ban > 0 {
+		banSets, banChains := banObjects(l, comment, toAct)
+		sets = append(sets, banSets...)
+		extra = banChains
 	}
 
 	// The action chain: count, maybe log, then act.
@@ -290,7 +341,81 @@ func limitObjects(l *config.Limit) ([]Set, []Chain) {
 	case config.Drop:
 		addAct(Verdict{Kind: Drop})
 	}
-	return sets, []Chain{lim, a}
+	return sets, append([]Chain{lim, a}, extra...)
+}
+
+// banObjects builds what bans a source that goes over a limit's rate: the
+// ban sets, the violation chain that adds to them (with escalating
+// durations for repeat offenders) and the ban chain that drops banned
+// sources' packets on the limit's ports.
+//
+// Escalation keeps one set per offence level: a source in NAME_seenK_F has
+// gone over the rate K times within the ban window. A violation moves it up
+// one level and bans it for that level's duration. A ban is not extended by
+// the packets it blocks: it is a fixed sentence, and repeat offences are what
+// escalation is for.
+func banObjects(l *config.Limit, comment string, toAct Verdict) ([]Set, []Chain) {
+	levels := BanLevels(l)
+	window := BanWindow(l)
+	var sets []Set
+	viol := Chain{Name: ViolationChain(l.Name), Limit: l.Name}
+	ban := Chain{Name: BanChain(l.Name), Limit: l.Name}
+	dyn := func(name string, f Family) Set {
+		return Set{Name: name, Type: addrType(f), Dynamic: true, Timeout: true,
+			Size: uint32(l.MaxSources), Comment: comment, Limit: l.Name}
+	}
+	for _, f := range []Family{IPv4, IPv6} {
+		prefix := l.IPv4Prefix
+		if f == IPv6 {
+			prefix = l.IPv6Prefix
+		}
+		banSet := SetName(l.Name, "ban", f)
+		sets = append(sets, dyn(banSet, f))
+		seen := func(k int) string { return fmt.Sprintf("%s_seen%d_%d", l.Name, k, f) }
+		for k := 1; k < len(levels); k++ {
+			sets = append(sets, dyn(seen(k), f))
+		}
+		// Highest level first: a source seen k times gets level k's ban.
+		for k := len(levels) - 1; k >= 1; k-- {
+			stmts := []Stmt{
+				AddrInSet{Family: f, Field: SAddr, Prefix: prefix, Set: seen(k)},
+				SetAdd{Family: f, Prefix: prefix, Set: banSet, Timeout: levels[k]},
+			}
+			if k+1 < len(levels) {
+				stmts = append(stmts, SetAdd{Family: f, Prefix: prefix, Set: seen(k + 1), Timeout: window})
+			}
+			stmts = append(stmts, SetAdd{Family: f, Prefix: prefix, Set: seen(k), Timeout: window, Update: true}, toAct)
+			viol.Rules = append(viol.Rules, newRule(l.Name, stmts...))
+		}
+		stmts := []Stmt{SetAdd{Family: f, Prefix: prefix, Set: banSet, Timeout: levels[0]}}
+		if len(levels) > 1 {
+			stmts = append(stmts, SetAdd{Family: f, Prefix: prefix, Set: seen(1), Timeout: window})
+		}
+		viol.Rules = append(viol.Rules, newRule(l.Name, append(stmts, toAct)...))
+
+		ban.Rules = append(ban.Rules, newRule(l.Name,
+			AddrInSet{Family: f, Field: SAddr, Prefix: prefix, Set: banSet},
+			CounterRef{Name: BannedCounter(l.Name)},
+			Verdict{Kind: Drop}))
+	}
+	return sets, []Chain{viol, ban}
+}
+
+// BanLevels lists a limit's ban durations: the first offence gets the
+// first, a repeat offender the next, up to the last.
+func BanLevels(l *config.Limit) []time.Duration {
+	if len(l.BanEscalate) > 0 {
+		return l.BanEscalate
+	}
+	return []time.Duration{l.Ban}
+}
+
+// BanWindow is how long offences are remembered for escalation.
+func BanWindow(l *config.Limit) time.Duration {
+	if l.BanWindow > 0 {
+		return l.BanWindow
+	}
+	return 24 * time.Hour
 }
 
 // RateTimeout is how long an idle source group's token bucket is kept: the

@@ -88,6 +88,26 @@ type RateLimit struct {
 	Burst   uint32
 }
 
+// SetAdd adds the packet's source group to a set with timeouts:
+// `add @s { ip saddr & mask timeout T }`; with Update, an element that is
+// already there gets its timeout restarted: `update @s { ... }`.
+type SetAdd struct {
+	Family  Family
+	Prefix  int
+	Set     string
+	Timeout time.Duration
+	Update  bool
+}
+
+func (s SetAdd) String() string {
+	op := "add"
+	if s.Update {
+		op = "update"
+	}
+	return fmt.Sprintf("%s @%s { %s timeout %s }", op, s.Set, key(s.Family, "saddr", s.Prefix), nftDuration(s.Timeout))
+}
+func (s SetAdd) refs() []string { return []string{s.Set} }
+
 // CounterRef counts the packet in a named counter: `counter name "c"`.
 type CounterRef struct {
 	Name string
@@ -144,7 +164,12 @@ func (s AddrInSet) String() string {
 	if s.Field == DAddr {
 		field = "daddr"
 	}
-	return key(s.Family, field, s.Prefix) + " " + neg(s.Negate) + "@" + s.Set
+	op := neg(s.Negate)
+	if op == "" && s.Prefix < bits(s.Family) {
+		// nft spells out the implicit == after a mask.
+		op = "== "
+	}
+	return key(s.Family, field, s.Prefix) + " " + op + "@" + s.Set
 }
 func (s AddrInSet) refs() []string { return []string{s.Set} }
 
