@@ -144,3 +144,10 @@ func listTable(t *testing.T, h *nstest.Host, name string) string {
 }
 
 func cfg(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+
+func writeFile(t testing.TB, path, text string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
