@@ -434,4 +434,3 @@ func ban(e *Env, args []string) int {
 	fmt.Fprintf(e.Stdout, "banned %s from %s for %s\n", g, l.Name, d)
 	return ExitOK
 }
-
