@@ -19,9 +19,13 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo: %v\n%s", err, out)
 	}
 	for _, want := range []string{
-		"from 198.51.100.10   -> 192.0.2.1:22   3 accepted,  2 refused",
-		"from 198.51.100.11   -> 192.0.2.1:80   5 accepted,  5 refused",
-		"from 198.51.100.7    -> 192.0.2.1:80  30 accepted,  0 refused",
+		"from 198.51.100.10   -> 192.0.2.1:22   5 at once:  3 accepted,  2 refused",
+		"from 198.51.100.11   -> 192.0.2.1:80  10 at once: 10 accepted,  0 refused",
+		"from 198.51.100.12   -> 192.0.2.1:80   5 at once:  0 accepted,  5 refused",
+		"from 198.51.100.7    -> 192.0.2.1:80  30 at once: 30 accepted,  0 refused",
+		"from 203.0.113.5     -> 192.0.2.1:80   8 in turn:  5 accepted,  0 refused (tcp reset), 3 timed out",
+		"203.0.113.5/32           9m5",
+		"lifted the ban on 203.0.113.5/32 by http-rate",
 		"is up to date",
 	} {
 		if !strings.Contains(string(out), want) {

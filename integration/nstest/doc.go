@@ -11,8 +11,11 @@
 //
 // No OS thread that Go may reuse ever changes namespace: every socket and
 // netlink handle is created on a locked goroutine that joins the namespace
-// and exits without unlocking, so the runtime discards its thread. The host's
-// own namespace is never configured.
+// and exits without unlocking, so the runtime discards its thread. The main
+// thread is the exception the runtime makes (it parks it instead, still in
+// the namespace), so importing this package locks the main goroutine to it
+// for good. CheckThreads verifies all this from TestMain. The host's own
+// namespace is never configured.
 //
 // # Address plan
 //
@@ -43,5 +46,16 @@
 //
 // The router forwards IPv4 and IPv6. IPv6 duplicate address detection is off
 // everywhere (accept_dad=0 and IFA_F_NODAD), so addresses work at once;
-// reverse path filtering is off.
+// reverse path filtering is off; ICMP errors are not rate limited
+// (icmp_ratemask cleared for IPv4 and IPv6), so every reject is answered.
+//
+// # Outcomes
+//
+// DialTCP reports an ICMP error (Refused, Unreachable) within milliseconds,
+// as a client on a real network sees it. Over veth the kernel alone would
+// not: the error comes back while connect(2) still holds the socket lock, is
+// kept only as a soft error, and the connect fails only with the SYN
+// retransmitted a second later (every time over IPv6 here). DialTCP polls
+// SO_ERROR while connecting to pick the soft error up. An expected time-out
+// (a drop) can therefore use a short timeout such as 300 ms.
 package nstest

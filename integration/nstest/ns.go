@@ -85,6 +85,13 @@ func probe() {
 	}
 }
 
+// initialNS names the network namespace the process started in
+// ("net:[INODE]"), for CheckThreads.
+var (
+	initialNS    string
+	initialNSErr error
+)
+
 // init keeps the main goroutine on the main thread for the life of the
 // process, so no other goroutine ever runs there. The runtime cannot end the
 // main thread: when a goroutine that locked it exits, it only parks it for
@@ -92,6 +99,7 @@ func probe() {
 // namespace alive and makes /proc/self/ns/net and /proc/net show it.
 func init() {
 	runtime.LockOSThread()
+	initialNS, initialNSErr = os.Readlink("/proc/thread-self/ns/net")
 }
 
 // onThrowawayThread runs fn on a goroutine locked to its OS thread that is
@@ -114,8 +122,8 @@ type Host struct {
 
 	ns          netns.NsHandle
 	nl          *netlink.Handle
-	links       []string // towards the client side: link A, link B
-	serverLinks []string // router only: towards the server, link A, link B
+	links       []string // link A, link B: see Link
+	serverLinks []string // router only: link A, link B towards the server
 }
 
 // newHost creates the named namespace nlt-<pid>-<lab>-<role>, opens it and
