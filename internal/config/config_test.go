@@ -1012,6 +1012,16 @@ func TestParseReference(t *testing.T) {
 			l.IPv4Prefix = 24
 			l.Exempt = prefixes("198.51.100.7/32", "2001:db8:1::/48")
 		}),
+		limit("http-rate", ports(80, 80), func(l *Limit) {
+			l.MaxConnections = 0
+			l.Interfaces = []string{"eth0"}
+			l.Rate = &Rate{Count: 6, Unit: time.Minute, Burst: 10}
+			l.Action, l.RejectWith = Drop, ""
+			l.Ban = 10 * time.Minute
+			l.BanEscalate = []time.Duration{10 * time.Minute}
+			l.BanWindow = 24 * time.Hour
+			l.Exempt = prefixes("198.51.100.7/32")
+		}),
 	}
 	opts := append(cmpOpts, cmpopts.IgnoreFields(Limit{}, "Pos"))
 	if diff := cmp.Diff(want, cfg.Limits, opts...); diff != "" {
