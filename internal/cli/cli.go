@@ -5,16 +5,21 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"os/signal"
 	"runtime"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/nftlimitd/nftlimitd/internal/config"
+	"github.com/nftlimitd/nftlimitd/internal/daemon"
 	"github.com/nftlimitd/nftlimitd/pkg/netlinkx"
 	"github.com/nftlimitd/nftlimitd/pkg/ruleset"
 )
@@ -47,6 +52,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"run", "run [-c FILE] [-debug]: the daemon: apply, then keep the kernel equal to the configuration (the default command)", run},
 		{"check", "check [-c FILE]: validate the configuration", check},
 		{"render", "render [-c FILE]: print the table nftlimitd would program, in nft syntax", render},
 		{"apply", "apply [-c FILE]: make the kernel equal to the configuration once and exit", apply},
@@ -65,9 +71,9 @@ func Main(args []string, e *Env) int {
 	if e.Dial == nil {
 		e.Dial = func() (*netlinkx.Conn, error) { return netlinkx.Open() }
 	}
-	if len(args) == 0 {
-		usage(e.Stderr)
-		return ExitConfig
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") && args[0] != "-h" && args[0] != "--help" {
+		// `nftlimitd` alone (or with run's flags) is `nftlimitd run`.
+		return run(e, args)
 	}
 	name := args[0]
 	switch name {
@@ -315,4 +321,52 @@ func version(e *Env, args []string) int {
 		return ExitKernel
 	}
 	return ExitOK
+}
+
+func run(e *Env, args []string) int {
+	var path string
+	var debug bool
+	fs := flags(e, "run", &path)
+	fs.BoolVar(&debug, "debug", false, "log every reconcile and change")
+	if err := fs.Parse(args); err != nil {
+		return ExitConfig
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(e.Stderr, "nftlimitd run: unexpected argument %q\n", fs.Arg(0))
+		return ExitConfig
+	}
+	level := slog.LevelInfo
+	if debug {
+		level = slog.LevelDebug
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	if e.Getenv("JOURNAL_STREAM") != "" {
+		// journald stamps every line itself.
+		hopts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}
+	}
+	log := slog.New(slog.NewTextHandler(e.Stderr, hopts))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	err := daemon.Run(ctx, daemon.Options{ConfigPath: path, Logger: log, Dial: e.Dial})
+	var cerr *daemon.ConfigError
+	var kerr *daemon.KernelError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &cerr):
+		log.Error("not started", "config", path, "error", err)
+		return ExitConfig
+	case errors.As(err, &kerr):
+		log.Error("not started", "error", kernelHint(kerr.Err))
+		return ExitKernel
+	default:
+		log.Error("stopped", "error", err)
+		return ExitKernel
+	}
 }
