@@ -21,15 +21,19 @@ import (
 // wait for it.
 const pollEvery = 5 * time.Millisecond
 
+// statePath is the daemon's ban state file in the test's directory: tests
+// never write the host's /var/lib.
+func (s *suite) statePath() string { return filepath.Join(s.dir, "bans.json") }
+
 // startDaemon starts `nftlimitd run -c path` in h, with env (NAME=VALUE)
 // added to its environment, and waits until table inet nftlimit exists.
 func (s *suite) startDaemon(t *testing.T, h *nstest.Host, path string, env ...string) *nstest.Process {
 	t.Helper()
 	var p *nstest.Process
 	if len(env) > 0 {
-		p = h.Start(t, "env", append(env, s.bin, "run", "-c", path)...)
+		p = h.Start(t, "env", append(env, s.bin, "run", "-state", s.statePath(), "-c", path)...)
 	} else {
-		p = h.Start(t, s.bin, "run", "-c", path)
+		p = h.Start(t, s.bin, "run", "-state", s.statePath(), "-c", path)
 	}
 	waitFor(t, p, "table inet nftlimit to exist", 5*time.Second, func() bool { return tableExists(t, h, "nftlimit") })
 	return p
@@ -227,7 +231,7 @@ func TestDaemonBadConfigAtStart(t *testing.T) {
 	t.Parallel()
 	s := newSuite(t, nstest.Options{})
 	path := s.writeConfig(t, "bad.conf", "[[limit]]\nname = \"ssh\"\nports = [70000]\nmax_connections = 5\n")
-	_, stderr, code := s.run(t, s.Server, "run", "-c", path)
+	_, stderr, code := s.run(t, s.Server, "run", "-state", s.statePath(), "-c", path)
 	if code != 1 {
 		t.Errorf("exit %d, want 1", code)
 	}
@@ -253,7 +257,7 @@ func TestDaemonNotify(t *testing.T) {
 	defer ln.Close()
 	path := s.writeConfig(t, "nftlimit.conf", sshLimit(2))
 	// WATCHDOG_USEC=100ms: a ping every 50 ms.
-	d := s.Server.Start(t, "env", "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=100000", s.bin, "run", "-c", path)
+	d := s.Server.Start(t, "env", "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=100000", s.bin, "run", "-state", s.statePath(), "-c", path)
 
 	// read returns the next message but for watchdog pings, which it
 	// counts.

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nftlimitd/nftlimitd/internal/banstate"
 	"github.com/nftlimitd/nftlimitd/internal/config"
 	"github.com/nftlimitd/nftlimitd/internal/daemon"
 	"github.com/nftlimitd/nftlimitd/pkg/netlinkx"
@@ -328,6 +329,7 @@ func run(e *Env, args []string) int {
 	var debug bool
 	fs := flags(e, "run", &path)
 	fs.BoolVar(&debug, "debug", false, "log every reconcile and change")
+	state := fs.String("state", banstate.DefaultPath, "file that keeps bans across reboots (empty: none)")
 	if err := fs.Parse(args); err != nil {
 		return ExitConfig
 	}
@@ -353,7 +355,7 @@ func run(e *Env, args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	err := daemon.Run(ctx, daemon.Options{ConfigPath: path, Logger: log, Dial: e.Dial})
+	err := daemon.Run(ctx, daemon.Options{ConfigPath: path, Logger: log, Dial: e.Dial, StatePath: *state})
 	var cerr *daemon.ConfigError
 	var kerr *daemon.KernelError
 	switch {

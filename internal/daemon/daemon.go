@@ -24,6 +24,7 @@ import (
 
 	"github.com/google/nftables"
 
+	"github.com/nftlimitd/nftlimitd/internal/banstate"
 	"github.com/nftlimitd/nftlimitd/internal/config"
 	"github.com/nftlimitd/nftlimitd/pkg/netlinkx"
 	"github.com/nftlimitd/nftlimitd/pkg/ruleset"
@@ -66,6 +67,10 @@ type Options struct {
 	// RetryMin and RetryMax bound the backoff after a failed apply; zero
 	// means DefaultRetryMin and DefaultRetryMax.
 	RetryMin, RetryMax time.Duration
+	// StatePath is the file that keeps bans across reboots (written after
+	// every periodic check and at stop, read when the table had to be
+	// created); empty disables it.
+	StatePath string
 }
 
 // ConfigError is a configuration that cannot be loaded at start (exit 1).
@@ -191,6 +196,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	d.cfg, d.want = cfg, want
 	d.setTable(want.Name)
+	if plan.CreateTable {
+		d.restoreBans()
+	}
 	d.log.Info("applied configuration", "table", "inet "+want.Name, "limits", len(cfg.Limits),
 		"changes", len(plan.Changes), "files", cfg.Files, "took", time.Since(start).Round(time.Microsecond))
 	d.notify("READY=1\nSTATUS=enforcing " + fmt.Sprintf("%d limit(s)", len(cfg.Limits)))
@@ -219,6 +227,7 @@ func Run(ctx context.Context, opts Options) error {
 	d.notify("STOPPING=1")
 	cancel()
 	d.closeMonitor()
+	d.saveBans()
 	if d.cfg.Table.KeepOnExit {
 		d.log.Info("stopping; enforcement stays in the kernel", "table", "inet "+d.want.Name)
 		return nil
@@ -283,6 +292,9 @@ func (d *daemon) loop(ctx context.Context, sigs <-chan os.Signal) {
 		}
 		if ok {
 			d.retryDelay = 0
+			if why == "periodic check" {
+				d.saveBans()
+			}
 			continue
 		}
 		// Schedule a retry with exponential backoff.
@@ -387,6 +399,9 @@ func (d *daemon) apply(why string, start time.Time) bool {
 		}
 		return false
 	}
+	if plan.CreateTable {
+		d.restoreBans()
+	}
 	took := time.Since(start).Round(time.Microsecond)
 	switch {
 	case why == "reload":
@@ -402,6 +417,55 @@ func (d *daemon) apply(why string, start time.Time) bool {
 		d.log.Debug("change", "table", "inet "+d.want.Name, "change", c.String())
 	}
 	return true
+}
+
+// hasBans reports whether any limit of the current configuration bans.
+func (d *daemon) hasBans() bool {
+	for i := range d.cfg.Limits {
+		if d.cfg.Limits[i].Ban > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// saveBans writes the bans in the kernel to the state file, so that a
+// reboot does not forget them. Bans given in the last check interval before
+// a crash of the whole machine can be lost.
+func (d *daemon) saveBans() {
+	if d.opts.StatePath == "" || !d.hasBans() {
+		return
+	}
+	snap, err := banstate.Snapshot(d.conn, d.cfg, time.Now())
+	if err == nil {
+		err = banstate.Save(d.opts.StatePath, snap)
+	}
+	if err != nil {
+		d.log.Error("save bans", "file", d.opts.StatePath, "error", err)
+		return
+	}
+	d.log.Debug("saved bans", "file", d.opts.StatePath, "bans", len(snap.Bans))
+}
+
+// restoreBans puts the bans of the state file back, for the time they have
+// left, after the table had to be created (at boot, or after something
+// deleted it).
+func (d *daemon) restoreBans() {
+	if d.opts.StatePath == "" || !d.hasBans() {
+		return
+	}
+	f, err := banstate.Load(d.opts.StatePath)
+	if err != nil {
+		d.log.Error("restore bans", "file", d.opts.StatePath, "error", err)
+		return
+	}
+	n, err := banstate.Restore(d.conn, d.cfg, f, time.Now())
+	if err != nil {
+		d.log.Error("restore bans", "file", d.opts.StatePath, "error", err)
+	}
+	if n > 0 {
+		d.log.Info("restored bans", "file", d.opts.StatePath, "bans", n, "saved", f.Saved)
+	}
 }
 
 // watchList tells the file watcher which files the configuration now
