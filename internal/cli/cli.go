@@ -151,28 +151,49 @@ func parse(e *Env, name string, args []string) (*config.Config, int) {
 	return cfg, ExitOK
 }
 
+// desired parses a command's flags, loads the configuration and computes
+// the table it asks for.
+func desired(e *Env, name string, args []string) (*config.Config, *ruleset.Table, int) {
+	cfg, code := parse(e, name, args)
+	if cfg == nil {
+		return nil, nil, code
+	}
+	t, err := ruleset.Desired(cfg)
+	if err != nil {
+		return nil, nil, fail(e, err, ExitConfig)
+	}
+	return cfg, t, ExitOK
+}
+
+// fail prints err (with a hint for the usual kernel errors) and returns
+// code.
+func fail(e *Env, err error, code int) int {
+	fmt.Fprintf(e.Stderr, "nftlimitd: %v\n", kernelHint(err))
+	return code
+}
+
+// dial opens the kernel connection, or prints why it could not.
+func dial(e *Env) (*netlinkx.Conn, int) {
+	c, err := e.Dial()
+	if err != nil {
+		return nil, fail(e, err, ExitKernel)
+	}
+	return c, ExitOK
+}
+
 func check(e *Env, args []string) int {
-	cfg, code := parse(e, "check", args)
+	cfg, _, code := desired(e, "check", args)
 	if cfg == nil {
 		return code
-	}
-	if _, err := ruleset.Desired(cfg); err != nil {
-		fmt.Fprintf(e.Stderr, "nftlimitd: %v\n", err)
-		return ExitConfig
 	}
 	fmt.Fprintf(e.Stdout, "nftlimitd: configuration OK: %d limit(s) from %s\n", len(cfg.Limits), strings.Join(cfg.Files, ", "))
 	return ExitOK
 }
 
 func render(e *Env, args []string) int {
-	cfg, code := parse(e, "render", args)
-	if cfg == nil {
+	_, t, code := desired(e, "render", args)
+	if t == nil {
 		return code
-	}
-	t, err := ruleset.Desired(cfg)
-	if err != nil {
-		fmt.Fprintf(e.Stderr, "nftlimitd: %v\n", err)
-		return ExitConfig
 	}
 	fmt.Fprint(e.Stdout, ruleset.Render(t))
 	return ExitOK
@@ -180,15 +201,13 @@ func render(e *Env, args []string) int {
 
 // kernel opens the connection and probes kernel support.
 func kernel(e *Env) (*netlinkx.Conn, int) {
-	c, err := e.Dial()
-	if err != nil {
-		fmt.Fprintf(e.Stderr, "nftlimitd: %v\n", kernelHint(err))
-		return nil, ExitKernel
+	c, code := dial(e)
+	if c == nil {
+		return nil, code
 	}
 	if _, err := c.Probe(); err != nil {
 		c.Close()
-		fmt.Fprintf(e.Stderr, "nftlimitd: %v\n", err)
-		return nil, ExitKernel
+		return nil, fail(e, err, ExitKernel)
 	}
 	return c, ExitOK
 }
@@ -204,14 +223,9 @@ func kernelHint(err error) error {
 }
 
 func apply(e *Env, args []string) int {
-	cfg, code := parse(e, "apply", args)
-	if cfg == nil {
+	_, want, code := desired(e, "apply", args)
+	if want == nil {
 		return code
-	}
-	want, err := ruleset.Desired(cfg)
-	if err != nil {
-		fmt.Fprintf(e.Stderr, "nftlimitd: %v\n", err)
-		return ExitConfig
 	}
 	c, code := kernel(e)
 	if c == nil {
@@ -220,8 +234,7 @@ func apply(e *Env, args []string) int {
 	defer c.Close()
 	plan, err := c.Apply(want)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "nftlimitd: %v\n", kernelHint(err))
-		return ExitKernel
+		return fail(e, err, ExitKernel)
 	}
 	if plan.Empty() {
 		fmt.Fprintf(e.Stdout, "table inet %s is up to date\n", want.Name)
@@ -233,25 +246,18 @@ func apply(e *Env, args []string) int {
 }
 
 func diff(e *Env, args []string) int {
-	cfg, code := parse(e, "diff", args)
-	if cfg == nil {
+	_, want, code := desired(e, "diff", args)
+	if want == nil {
 		return code
 	}
-	want, err := ruleset.Desired(cfg)
-	if err != nil {
-		fmt.Fprintf(e.Stderr, "nftlimitd: %v\n", err)
-		return ExitConfig
-	}
-	c, err := e.Dial()
-	if err != nil {
-		fmt.Fprintf(e.Stderr, "nftlimitd: %v\n", kernelHint(err))
-		return ExitKernel
+	c, code := dial(e)
+	if c == nil {
+		return code
 	}
 	defer c.Close()
 	plan, err := c.Plan(want)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "nftlimitd: %v\n", kernelHint(err))
-		return ExitKernel
+		return fail(e, err, ExitKernel)
 	}
 	if plan.Empty() {
 		return ExitOK
@@ -275,16 +281,14 @@ func remove(e *Env, args []string) int {
 		}
 		table = cfg.Table.Name
 	}
-	c, err := e.Dial()
-	if err != nil {
-		fmt.Fprintf(e.Stderr, "nftlimitd: %v\n", kernelHint(err))
-		return ExitKernel
+	c, code := dial(e)
+	if c == nil {
+		return code
 	}
 	defer c.Close()
 	found, err := c.Remove(table)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "nftlimitd: %v\n", kernelHint(err))
-		return ExitKernel
+		return fail(e, err, ExitKernel)
 	}
 	if !found {
 		fmt.Fprintf(e.Stdout, "table inet %s does not exist\n", table)
@@ -300,10 +304,9 @@ func version(e *Env, args []string) int {
 	if err := unix.Uname(&u); err == nil {
 		fmt.Fprintf(e.Stdout, "kernel %s\n", unix.ByteSliceToString(u.Release[:]))
 	}
-	c, err := e.Dial()
-	if err != nil {
-		fmt.Fprintf(e.Stderr, "nftlimitd: %v\n", kernelHint(err))
-		return ExitKernel
+	c, code := dial(e)
+	if c == nil {
+		return code
 	}
 	defer c.Close()
 	features, err := c.Probe()

@@ -96,16 +96,14 @@ func status(e *Env, args []string) int {
 	if !ok {
 		return ExitConfig
 	}
-	c, err := e.Dial()
-	if err != nil {
-		fmt.Fprintf(e.Stderr, "nftlimitd: %v\n", kernelHint(err))
-		return ExitKernel
+	c, code := dial(e)
+	if c == nil {
+		return code
 	}
 	defer c.Close()
 	st, err := readStatus(c, cfg)
 	if err != nil {
-		fmt.Fprintf(e.Stderr, "nftlimitd: %v\n", kernelHint(err))
-		return ExitKernel
+		return fail(e, err, ExitKernel)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(e.Stdout)
@@ -377,10 +375,9 @@ func unban(e *Env, args []string) int {
 	if cfg == nil {
 		return code
 	}
-	c, err := e.Dial()
-	if err != nil {
-		fmt.Fprintf(e.Stderr, "nftlimitd: %v\n", kernelHint(err))
-		return ExitKernel
+	c, code := dial(e)
+	if c == nil {
+		return code
 	}
 	defer c.Close()
 	lifted := 0
@@ -395,8 +392,7 @@ func unban(e *Env, args []string) int {
 		case errors.Is(err, netlinkx.ErrNotInSet):
 			continue
 		case err != nil:
-			fmt.Fprintf(e.Stderr, "nftlimitd: %v\n", kernelHint(err))
-			return ExitKernel
+			return fail(e, err, ExitKernel)
 		}
 		lifted++
 		fmt.Fprintf(e.Stdout, "lifted the ban on %s by %s\n", g, l.Name)
@@ -414,22 +410,19 @@ func ban(e *Env, args []string) int {
 		return code
 	}
 	l, _ := findLimit(cfg, limit)
-	c, err := e.Dial()
-	if err != nil {
-		fmt.Fprintf(e.Stderr, "nftlimitd: %v\n", kernelHint(err))
-		return ExitKernel
+	c, code := dial(e)
+	if c == nil {
+		return code
 	}
 	defer c.Close()
 	g := group(l, addr)
 	set := banSet(l, addr)
 	// Replace any ban in force, so that --for is what counts.
 	if err := c.DeleteElement(cfg.Table.Name, set, g.Addr()); err != nil && !errors.Is(err, netlinkx.ErrNotInSet) {
-		fmt.Fprintf(e.Stderr, "nftlimitd: %v\n", kernelHint(err))
-		return ExitKernel
+		return fail(e, err, ExitKernel)
 	}
 	if err := c.AddElement(cfg.Table.Name, set, g.Addr(), d); err != nil {
-		fmt.Fprintf(e.Stderr, "nftlimitd: %v\n", kernelHint(err))
-		return ExitKernel
+		return fail(e, err, ExitKernel)
 	}
 	fmt.Fprintf(e.Stdout, "banned %s from %s for %s\n", g, l.Name, d)
 	return ExitOK
