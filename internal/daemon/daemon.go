@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -414,6 +415,12 @@ func (d *daemon) apply(why string, start time.Time) bool {
 			"changes", len(plan.Changes), "took", took)
 	}
 	for _, c := range plan.Changes {
+		if c.Op == "~" && c.Kind == "set" && !strings.HasPrefix(c.Why, "size ") && !strings.HasSuffix(c.Why, "elements changed") {
+			// A dynamic set whose type or flags changed was replaced: the
+			// state it held (counts, buckets, bans) is gone.
+			d.log.Warn("replaced set: the state it held is lost", "table", "inet "+d.want.Name, "change", c.String())
+			continue
+		}
 		d.log.Debug("change", "table", "inet "+d.want.Name, "change", c.String())
 	}
 	return true
