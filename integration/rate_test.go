@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/nftlimitd/nftlimitd/integration/nstest"
-	"github.com/nftlimitd/nftlimitd/internal/cli"
+	"github.com/nftlimitd/nftlimitd/internal/status"
 )
 
 // TestRateBurstAndRefill: a token bucket lets a burst through at once, then
@@ -234,12 +234,12 @@ ban_window = "1m"
 
 // readStatus runs `status --json` and decodes it strictly into the
 // documented shape.
-func readStatus(t *testing.T, s *suite, config string) cli.Status {
+func readStatus(t *testing.T, s *suite, config string) status.Status {
 	t.Helper()
 	out := s.Server.MustExec(t, s.bin, "status", "--json", "-c", config)
 	dec := json.NewDecoder(bytes.NewReader([]byte(out)))
 	dec.DisallowUnknownFields()
-	var st cli.Status
+	var st status.Status
 	if err := dec.Decode(&st); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
@@ -279,7 +279,7 @@ rate = "100/second"
 	if l.Hits.Packets != 2 {
 		t.Errorf("hits = %d, want 2 (the refused connections)", l.Hits.Packets)
 	}
-	sets := map[string]cli.SetStatus{}
+	sets := map[string]status.SetStatus{}
 	for _, ss := range l.Sets {
 		sets[ss.Name] = ss
 	}
@@ -288,7 +288,7 @@ rate = "100/second"
 			t.Errorf("set %s: %+v, want %d element(s) of 100", name, sets[name], n)
 		}
 	}
-	wantTop := []cli.Source{{Source: "198.51.100.1/32", OpenConnections: 3}, {Source: "2001:db8:1:1::/64", OpenConnections: 2}}
+	wantTop := []status.Source{{Source: "198.51.100.1/32", OpenConnections: 3}, {Source: "2001:db8:1:1::/64", OpenConnections: 2}}
 	if fmt.Sprint(l.TopSources) != fmt.Sprint(wantTop) {
 		t.Errorf("top sources: %+v, want %+v", l.TopSources, wantTop)
 	}

@@ -58,7 +58,7 @@ func commands() []command {
 		{"render", "render [-c FILE]: print the table nftlimitd would program, in nft syntax", render},
 		{"apply", "apply [-c FILE]: make the kernel equal to the configuration once and exit", apply},
 		{"diff", "diff [-c FILE]: show what apply would change (exit 0: nothing, 3: changes)", diff},
-		{"status", "status [-c FILE] [--json]: per limit: tracked sources, bans, hits, heaviest sources", status},
+		{"status", "status [-c FILE] [--json]: per limit: tracked sources, bans, hits, heaviest sources", statusCmd},
 		{"ban", "ban ADDR --limit NAME --for DURATION [-c FILE]: ban a source group now", ban},
 		{"unban", "unban ADDR [--limit NAME] [-c FILE]: lift a ban now", unban},
 		{"remove", "remove [-c FILE] [--table NAME]: delete nftlimitd's table", remove},

@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -126,6 +127,10 @@ type daemon struct {
 	monRetry *time.Timer
 
 	retryDelay time.Duration // current backoff, 0 when the last apply succeeded
+
+	// metricsCfg is the configuration the metrics handler reports on.
+	metricsCfg atomic.Pointer[config.Config]
+	counts     counters
 }
 
 func (o *Options) defaults() {
@@ -216,6 +221,12 @@ func Run(ctx context.Context, opts Options) error {
 		defer wg.Done()
 		d.watchFiles(watchCtx)
 	}()
+	d.metricsCfg.Store(cfg)
+	if cfg.Metrics.Listen != "" {
+		if err := d.serveMetrics(watchCtx, cfg.Metrics.Listen); err != nil {
+			return &ConfigError{Err: err}
+		}
+	}
 
 	d.monRetry = time.NewTimer(time.Hour)
 	d.monRetry.Stop()
@@ -350,13 +361,19 @@ func (d *daemon) doReload(why string) bool {
 		if errors.As(err, &list) {
 			err = &ConfigError{Err: err}
 		}
+		d.counts.reloadErrors.Add(1)
 		d.log.Error("configuration not reloaded: the kernel keeps the last good configuration",
 			"table", "inet "+d.want.Name, "error", err)
 		// Still make sure the kernel holds the last good state.
 		return d.reconcile("reload failed")
 	}
 	old := d.want.Name
+	if cfg.Metrics.Listen != d.cfg.Metrics.Listen {
+		d.log.Warn("metrics listen address changed: restart nftlimitd to apply it",
+			"running", d.cfg.Metrics.Listen, "configured", cfg.Metrics.Listen)
+	}
 	d.cfg, d.want = cfg, want
+	d.metricsCfg.Store(cfg)
 	d.setTable(want.Name)
 	d.watchList(cfg.Files)
 	ok := d.apply("reload", start)
@@ -389,6 +406,7 @@ func (d *daemon) apply(why string, start time.Time) bool {
 		d.openMonitor()
 	}
 	if err != nil {
+		d.counts.applyErrors.Add(1)
 		d.log.Error("apply failed: the kernel keeps its current state", "table", "inet "+d.want.Name,
 			"trigger", why, "error", err)
 		// The retry timer brings the next attempt. The check a new
@@ -406,11 +424,13 @@ func (d *daemon) apply(why string, start time.Time) bool {
 	took := time.Since(start).Round(time.Microsecond)
 	switch {
 	case why == "reload":
+		d.counts.reloads.Add(1)
 		d.log.Info("reloaded configuration", "table", "inet "+d.want.Name, "limits", len(d.cfg.Limits),
 			"changes", len(plan.Changes), "took", took)
 	case plan.Empty():
 		d.log.Debug("table is up to date", "table", "inet "+d.want.Name, "trigger", why, "took", took)
 	default:
+		d.counts.repairs.Add(1)
 		d.log.Warn("repaired table", "table", "inet "+d.want.Name, "trigger", why,
 			"changes", len(plan.Changes), "took", took)
 	}
