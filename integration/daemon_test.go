@@ -185,7 +185,7 @@ func TestDaemonDriftRepair(t *testing.T) {
 
 	// Repair latency: from `nft delete table` returning until the table is
 	// back, polled every 5 ms (each poll is one `ip netns exec nft`).
-	const reps = 20
+	const reps = 50
 	var lat []time.Duration
 	for range reps {
 		s.Server.MustExec(t, "nft", "delete", "table", "inet", "nftlimit")
