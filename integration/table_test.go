@@ -294,3 +294,19 @@ func TestGoldenFilesMatchKernel(t *testing.T) {
 		s.Server.MustExec(t, s.bin, "remove", "-c", abs)
 	}
 }
+
+// TestProbeCommand: `nftlimitd probe` from the client shows the limit: of 5
+// parallel connections from one address, 3 are accepted and 2 refused.
+func TestProbeCommand(t *testing.T) {
+	t.Parallel()
+	s := newSuite(t, nstest.Options{})
+	s.Server.ServeTCP(t, 22)
+	s.apply(t, s.Server, "[[limit]]\nname = \"ssh\"\nports = [22]\nmax_connections = 3\n")
+	out := s.Client.MustExec(t, s.bin, "probe", "192.0.2.1:22", "-n", "5", "--hold", "0s", "--source", nstest.ClientV4(1, 1).String())
+	if !strings.Contains(out, "5 connections in") || !strings.Contains(out, ": 3 accepted, 2 refused, 0 unreachable, 0 timed out, 0 other errors") {
+		t.Errorf("probe: %s", out)
+	}
+	if _, errOut, code := s.run(t, s.Client, "probe", "nohost"); code != 1 || !strings.Contains(errOut, "missing port") {
+		t.Errorf("probe without a port: exit %d: %s", code, errOut)
+	}
+}

@@ -61,6 +61,7 @@ func commands() []command {
 		{"status", "status [-c FILE] [--json]: per limit: tracked sources, bans, hits, heaviest sources", statusCmd},
 		{"ban", "ban ADDR --limit NAME --for DURATION [-c FILE]: ban a source group now", ban},
 		{"unban", "unban ADDR [--limit NAME] [-c FILE]: lift a ban now", unban},
+		{"probe", "probe HOST:PORT [-n 100] [--hold 5s]: open N parallel connections and report accepted / refused / timed out", probeCmd},
 		{"remove", "remove [-c FILE] [--table NAME]: delete nftlimitd's table", remove},
 		{"version", "version: print the version and the kernel features found", version},
 	}
