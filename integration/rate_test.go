@@ -300,3 +300,27 @@ rate = "100/second"
 	}
 	t.Logf("status:\n%s", out)
 }
+
+// TestBanScope: a ban applies where its limit applies: only on the limit's
+// interfaces, and never to an exempt source.
+func TestBanScope(t *testing.T) {
+	t.Parallel()
+	s := newSuite(t, nstest.Options{SecondLink: true})
+	s.Server.ServeTCP(t, 80)
+	s.apply(t, s.Server, cfg(`
+[[limit]]
+name = "web"
+ports = [80]
+rate = "2/second"
+ban = "1h"
+interfaces = [%q]
+exempt = ["198.51.100.9"]
+`, s.Server.Link(0)))
+	p := s.dir + "/nftlimit.conf"
+	c := s.Client
+	s.Server.MustExec(t, s.bin, "ban", "198.51.100.1", "--limit", "web", "--for", "1h", "-c", p)
+	s.Server.MustExec(t, s.bin, "ban", "198.51.100.9", "--limit", "web", "--for", "1h", "-c", p)
+	want(t, "banned, via the limited link", tally(t, c, 1, nstest.ClientV4(1, 1), nstest.ServerV4, 80), map[nstest.Outcome]int{timedOut: 1})
+	want(t, "banned, via the other link", tally(t, c, 1, nstest.ClientV4(1, 1), nstest.ServerV4LinkB, 80), map[nstest.Outcome]int{accepted: 1})
+	want(t, "exempt source banned by hand", tally(t, c, 1, nstest.ClientV4(1, 9), nstest.ServerV4, 80), map[nstest.Outcome]int{accepted: 1})
+}

@@ -282,6 +282,10 @@ func limitObjects(l *config.Limit) ([]Set, []Chain) {
 		add(AddrInSet{Family: fam.f, Field: SAddr, Prefix: bits(fam.f), Set: name}, Verdict{Kind: Return})
 	}
 
+	// The ban chain applies where the limit applies: same scope, same
+	// exemptions.
+	prelude := append([]Rule(nil), lim.Rules...)
+
 	// Limits, per family.
 	toAct := Verdict{Kind: Goto, Chain: act}
 	for _, f := range []Family{IPv4, IPv6} {
@@ -323,7 +327,7 @@ func limitObjects(l *config.Limit) ([]Set, []Chain) {
 	}
 	var extra []Chain
 	if l.Ban > 0 {
-		banSets, banChains := banObjects(l, comment, toAct)
+		banSets, banChains := banObjects(l, comment, toAct, prelude)
 		sets = append(sets, banSets...)
 		extra = banChains
 	}
@@ -349,17 +353,20 @@ func limitObjects(l *config.Limit) ([]Set, []Chain) {
 // durations for repeat offenders) and the ban chain that drops banned
 // sources' packets on the limit's ports.
 //
+// The ban chain starts with the limit's scope and exemption rules: a ban
+// applies where the limit applies, and never to an exempt source.
+//
 // Escalation keeps one set per offence level: a source in NAME_seenK_F has
 // gone over the rate K times within the ban window. A violation moves it up
 // one level and bans it for that level's duration. A ban is not extended by
 // the packets it blocks: it is a fixed sentence, and repeat offences are what
 // escalation is for.
-func banObjects(l *config.Limit, comment string, toAct Verdict) ([]Set, []Chain) {
+func banObjects(l *config.Limit, comment string, toAct Verdict, prelude []Rule) ([]Set, []Chain) {
 	levels := BanLevels(l)
 	window := BanWindow(l)
 	var sets []Set
 	viol := Chain{Name: ViolationChain(l.Name), Limit: l.Name}
-	ban := Chain{Name: BanChain(l.Name), Limit: l.Name}
+	ban := Chain{Name: BanChain(l.Name), Limit: l.Name, Rules: prelude}
 	dyn := func(name string, f Family) Set {
 		return Set{Name: name, Type: addrType(f), Dynamic: true, Timeout: true,
 			Size: uint32(l.MaxSources), Comment: comment, Limit: l.Name}
