@@ -75,16 +75,3 @@ func TestBansSurviveReboot(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-// TestBanStateLoadMissing: no state file is no bans.
-func TestBanStateLoadMissing(t *testing.T) {
-	f, err := banstate.Load(filepath.Join(t.TempDir(), "none.json"))
-	if err != nil || len(f.Bans) != 0 {
-		t.Fatalf("got %+v, %v", f, err)
-	}
-	bad := filepath.Join(t.TempDir(), "bad.json")
-	os.WriteFile(bad, []byte(`{"version": 7}`), 0o600)
-	if _, err := banstate.Load(bad); err == nil {
-		t.Error("a file of an unknown version loaded")
-	}
-}
