@@ -73,6 +73,10 @@ func (c *Conn) queue(p *ruleset.Plan) error {
 	for _, name := range p.FlushChains {
 		c.nft.FlushChain(&nftables.Chain{Name: name, Table: t})
 	}
+	// Emptied before chains are deleted: map elements jump to chains.
+	for i := range p.RefillSets {
+		c.nft.FlushSet(set(t, &p.RefillSets[i]))
+	}
 	for _, name := range p.DelSets {
 		c.nft.DelSet(&nftables.Set{Name: name, Table: t})
 	}
@@ -102,6 +106,16 @@ func (c *Conn) queue(p *ruleset.Plan) error {
 			return fmt.Errorf("add %s inet %s %s: %w", kind(s), p.Table, s.Name, err)
 		}
 		created[s.Name] = ns
+	}
+	for i := range p.RefillSets {
+		s := &p.RefillSets[i]
+		elems, err := elements(s)
+		if err == nil {
+			err = c.nft.SetAddElements(set(t, s), elems)
+		}
+		if err != nil {
+			return fmt.Errorf("refill %s inet %s %s: %w", kind(s), p.Table, s.Name, err)
+		}
 	}
 	for _, ch := range p.AddRules {
 		nc := &nftables.Chain{Name: ch.Name, Table: t}

@@ -148,11 +148,7 @@ func Desired(cfg *config.Config) (*Table, error) {
 		t.Sets = append(t.Sets, sets...)
 		t.Chains = append(t.Chains, chains...)
 	}
-	for i := range t.Sets {
-		if t.Sets[i].Static() {
-			t.Sets[i].Comment += ":" + fingerprint(&t.Sets[i])
-		}
-	}
+	finishComments(t)
 	return t, nil
 }
 

@@ -8,9 +8,12 @@ import (
 
 // Plan is the change that brings a table to the desired state. pkg/netlinkx
 // sends it as one transaction, in this order: create the table, flush
-// chains, delete sets, counters and chains, add counters, chains and sets,
-// add rules. Sets that are kept keep their elements: the state of the limits
-// (connection counts, rate buckets, bans) lives in them.
+// chains, flush the sets to refill, delete sets, counters and chains, add
+// counters, chains and sets, add the refilled sets' elements, add rules.
+// Sets that are kept keep their elements: the state of the limits
+// (connection counts, rate buckets, bans) lives in them. Static sets whose
+// elements change are refilled in place, never replaced: replacing a set
+// that packets are being looked up in lets some of them through.
 type Plan struct {
 	// Table is the table's name.
 	Table string
@@ -28,6 +31,9 @@ type Plan struct {
 	// AddSets lists sets to create, with their elements, or to declare
 	// again with a new size (a set that exists keeps its elements).
 	AddSets []Set
+	// RefillSets lists static sets whose elements are all replaced, in
+	// place, in the same transaction.
+	RefillSets []Set
 	// AddRules lists the chains whose rules are added, with those rules.
 	AddRules []Chain
 	// Changes describes the plan for people, one line a change.
@@ -89,6 +95,9 @@ func Diff(want, have *Table) *Plan {
 		case h == nil:
 			p.AddSets = append(p.AddSets, *w)
 			p.Changes = append(p.Changes, Change{Op: "+", Kind: setKind(w), Name: w.Name})
+		case sameSet(w, h) && w.Static() && usersChanged(want, have, w.Name):
+			p.RefillSets = append(p.RefillSets, *w)
+			p.Changes = append(p.Changes, Change{Op: "~", Kind: setKind(w), Name: w.Name, Why: "elements changed"})
 		case sameSet(w, h):
 		case w.Dynamic && sameSetBut(w, h):
 			// Declaring a set again with a new size updates it in place and
@@ -162,6 +171,34 @@ func Diff(want, have *Table) *Plan {
 	return p
 }
 
+// usersChanged reports whether a rule that looks up set in want has a
+// comment that its chain in have lacks: the comment carries the
+// fingerprint of the set's elements, so the elements changed (or the rule
+// did, which costs a refill that was not needed, but is as correct).
+func usersChanged(want, have *Table, set string) bool {
+	for _, w := range want.Chains {
+		h := have.Chain(w.Name)
+		for _, r := range w.Rules {
+			if !refers(r, set) {
+				continue
+			}
+			if h == nil || !slices.Contains(comments(h.Rules), r.Comment) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func refers(r Rule, name string) bool {
+	for _, s := range r.Stmts {
+		if slices.Contains(s.refs(), name) {
+			return true
+		}
+	}
+	return false
+}
+
 func comments(rs []Rule) []string {
 	out := make([]string, len(rs))
 	for i, r := range rs {
@@ -215,8 +252,6 @@ func setWhy(w, h *Set) string {
 		return fmt.Sprintf("type %s -> %s", h.Type, w.Type)
 	case w.Interval != h.Interval || w.Dynamic != h.Dynamic || w.Timeout != h.Timeout:
 		return "flags changed"
-	case w.Static() && w.Comment != h.Comment:
-		return "elements changed"
 	}
 	return "definition changed"
 }

@@ -62,6 +62,7 @@ func TestDiff(t *testing.T) {
 		changes []string
 		flush   []string
 		delSets []string
+		refill  []string
 	}{
 		{
 			name: "no table yet", to: "[[limit]]\nname = \"ssh\"\nports = [22]\nmax_connections = 3\n",
@@ -81,19 +82,21 @@ func TestDiff(t *testing.T) {
 			flush:   []string{"lim_ssh"},
 		},
 		{
-			name: "exempt list changes: that set is replaced, its chain rebuilt",
+			name: "exempt list changes: that set is refilled in place, its chain rebuilt",
 			from: base, to: strings.Replace(base, `"198.51.100.7"`, `"198.51.100.7", "198.51.100.9"`, 1),
-			changes: []string{"~ set http_exempt4: elements changed"},
+			changes: []string{"~ set http_exempt4: elements changed", "~ chain lim_http: rules changed"},
 			flush:   []string{"lim_http"},
-			delSets: []string{"http_exempt4"},
+			delSets: []string{},
+			refill:  []string{"http_exempt4"},
 		},
 		{
 			name: "a limit goes away",
 			from: base, to: "[[limit]]\nname = \"ssh\"\nports = [22]\nmax_connections = 3\n",
 			changes: []string{"~ map input_tcp: elements changed", "- set http_exempt4", "- set http_conn4", "- set http_conn6",
-				"- counter http_hits", "- chain lim_http", "- chain act_http"},
+				"- counter http_hits", "- chain lim_http", "- chain act_http", "~ chain input: rules changed"},
 			flush:   []string{"lim_http", "act_http", "input"},
-			delSets: []string{"input_tcp", "http_exempt4", "http_conn4", "http_conn6"},
+			delSets: []string{"http_exempt4", "http_conn4", "http_conn6"},
+			refill:  []string{"input_tcp"},
 		},
 		{
 			name: "priority changes: the base chain is replaced",
@@ -119,12 +122,21 @@ func TestDiff(t *testing.T) {
 			if tc.flush != nil && !slices.Equal(p.FlushChains, tc.flush) {
 				t.Errorf("flushed chains: got %q, want %q", p.FlushChains, tc.flush)
 			}
-			if tc.delSets != nil && !slices.Equal(p.DelSets, tc.delSets) {
+			if tc.delSets != nil && !slices.Equal(p.DelSets, tc.delSets) && (len(p.DelSets) > 0 || len(tc.delSets) > 0) {
 				t.Errorf("deleted sets: got %q, want %q", p.DelSets, tc.delSets)
 			}
+			var refilled []string
+			for _, s := range p.RefillSets {
+				refilled = append(refilled, s.Name)
+			}
+			if !slices.Equal(refilled, tc.refill) {
+				t.Errorf("refilled sets: got %q, want %q", refilled, tc.refill)
+			}
+			// A set that is still wanted, with the same type and flags, is
+			// never deleted: packets are looked up in it.
 			for _, s := range p.DelSets {
-				if strings.HasSuffix(s, "_conn4") && want.Set(s) != nil {
-					t.Errorf("plan deletes %s, a set that holds connection counts and is still wanted", s)
+				if want.Set(s) != nil {
+					t.Errorf("plan deletes %s, a set that is still wanted", s)
 				}
 			}
 			// Applying the plan converges: diff of want against itself is empty.

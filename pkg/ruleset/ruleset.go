@@ -109,10 +109,14 @@ type Chain struct {
 }
 
 // Rule is a list of statements evaluated in order. Comment identifies the
-// rule: nftlimitd's prefix, its owner and a hash of its statements.
+// rule: nftlimitd's prefix, its owner and a hash of its statements and of
+// the elements of the static sets it looks up. Two rules with the same
+// comment are the same rule, looking up the same elements.
 type Rule struct {
 	Stmts   []Stmt
 	Comment string
+	// owner is the limit (or DispatchOwner) the rule serves.
+	owner string
 }
 
 // Text renders the rule's statements and comment in nft syntax.
@@ -127,13 +131,41 @@ func (r Rule) Text() string {
 	return strings.Join(parts, " ")
 }
 
-// newRule builds a rule owned by owner, with a comment that hashes its
-// statements.
+// newRule builds a rule owned by owner. Its comment is set by
+// finishComments, once the static sets it looks up are known.
 func newRule(owner string, stmts ...Stmt) Rule {
-	r := Rule{Stmts: stmts}
-	sum := sha256.Sum256([]byte(r.Text()))
-	r.Comment = CommentPrefix + owner + ":" + hex.EncodeToString(sum[:4])
-	return r
+	return Rule{Stmts: stmts, owner: owner}
+}
+
+// finishComments sets the comment of every rule of t: a hash of its
+// statements and of the fingerprints of the static sets it refers to. A
+// static set's elements therefore change the comment of the rules that use
+// it, never the set's own definition: the set is refilled in place (its
+// comment cannot be changed without replacing it, and replacing a set that
+// packets are being looked up in lets some of them through).
+func finishComments(t *Table) {
+	fps := map[string]string{}
+	for i := range t.Sets {
+		if t.Sets[i].Static() {
+			fps[t.Sets[i].Name] = fingerprint(&t.Sets[i])
+		}
+	}
+	for ci := range t.Chains {
+		for ri := range t.Chains[ci].Rules {
+			r := &t.Chains[ci].Rules[ri]
+			r.Comment = ""
+			text := r.Text()
+			for _, st := range r.Stmts {
+				for _, ref := range st.refs() {
+					if fp, ok := fps[ref]; ok {
+						text += " @" + ref + "=" + fp
+					}
+				}
+			}
+			sum := sha256.Sum256([]byte(text))
+			r.Comment = CommentPrefix + r.owner + ":" + hex.EncodeToString(sum[:4])
+		}
+	}
 }
 
 // Set returns the set called name, or nil.
