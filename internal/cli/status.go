@@ -25,6 +25,7 @@ func statusCmd(e *Env, args []string) int {
 	}
 	cfg, ok := load(e, path)
 	if !ok {
+		fmt.Fprintln(e.Stderr, "nftlimitd status: fix the configuration first: it names the limits and how they group sources (the kernel keeps enforcing the last good one)")
 		return ExitConfig
 	}
 	c, code := dial(e)
@@ -142,6 +143,7 @@ func banFlags(e *Env, name string, args []string, withDuration bool) (cfg *confi
 	}
 	cfg, ok := load(e, path)
 	if !ok {
+		fmt.Fprintf(e.Stderr, "nftlimitd %s: fix the configuration first: it names the limits and how they group sources\n", name)
 		return nil, addr, "", 0, ExitConfig
 	}
 	if limit != "" {
