@@ -44,14 +44,15 @@ type Ban struct {
 	Until time.Time `json:"until"`
 }
 
-// Snapshot reads every ban of cfg's limits from the kernel. now is the wall
-// clock the time left is counted from.
+// ErrNoBanSets is returned by Snapshot when none of the limits' ban sets
+// exists (the table is gone): such a snapshot must not replace a saved one.
+var ErrNoBanSets = errors.New("no ban set in the kernel")
+
+// Snapshot reads every ban of cfg's limits from the kernel, dumping only
+// the ban sets. now is the wall clock the time left is counted from.
 func Snapshot(c *netlinkx.Conn, cfg *config.Config, now time.Time) (*File, error) {
 	f := &File{Version: version, Saved: now.UTC(), Bans: []Ban{}}
-	have, err := c.Read(cfg.Table.Name)
-	if err != nil || have == nil {
-		return f, err
-	}
+	found := false
 	for i := range cfg.Limits {
 		l := &cfg.Limits[i]
 		if l.Ban == 0 {
@@ -59,17 +60,21 @@ func Snapshot(c *netlinkx.Conn, cfg *config.Config, now time.Time) (*File, error
 		}
 		for _, fam := range []ruleset.Family{ruleset.IPv4, ruleset.IPv6} {
 			name := ruleset.SetName(l.Name, "ban", fam)
-			if have.Set(name) == nil {
-				continue
-			}
 			_, elems, err := c.Elements(cfg.Table.Name, name, false)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // no such table or set (yet)
+			}
 			if err != nil {
 				return nil, err
 			}
+			found = true
 			for _, e := range elems {
 				f.Bans = append(f.Bans, Ban{Limit: l.Name, Source: e.Addr, Until: now.Add(e.Expires).UTC().Truncate(time.Millisecond)})
 			}
 		}
+	}
+	if !found {
+		return nil, ErrNoBanSets
 	}
 	sort.Slice(f.Bans, func(a, b int) bool {
 		if f.Bans[a].Limit != f.Bans[b].Limit {

@@ -38,6 +38,9 @@ const (
 	DefaultDebounce      = 200 * time.Millisecond
 	DefaultRetryMin      = time.Second
 	DefaultRetryMax      = 30 * time.Second
+	// DefaultBanSaveInterval is how often bans are saved to the state
+	// file (they are also saved at stop).
+	DefaultBanSaveInterval = time.Minute
 )
 
 // Options configure Run. Only ConfigPath is required.
@@ -69,10 +72,13 @@ type Options struct {
 	// RetryMin and RetryMax bound the backoff after a failed apply; zero
 	// means DefaultRetryMin and DefaultRetryMax.
 	RetryMin, RetryMax time.Duration
-	// StatePath is the file that keeps bans across reboots (written after
-	// every periodic check and at stop, read when the table had to be
-	// created); empty disables it.
+	// StatePath is the file that keeps bans across reboots (written every
+	// BanSaveInterval and at stop, read when the table had to be created);
+	// empty disables it.
 	StatePath string
+	// BanSaveInterval is how often bans are saved; zero means
+	// DefaultBanSaveInterval.
+	BanSaveInterval time.Duration
 }
 
 // ConfigError is a configuration that cannot be loaded at start (exit 1).
@@ -128,6 +134,12 @@ type daemon struct {
 
 	retryDelay time.Duration // current backoff, 0 when the last apply succeeded
 
+	// gen is the ruleset generation at which the table was last known to
+	// equal the configuration (genOK): a periodic check that finds the
+	// ruleset still at gen has nothing to read.
+	gen   uint32
+	genOK bool
+
 	// metricsCfg is the configuration the metrics handler reports on.
 	metricsCfg atomic.Pointer[config.Config]
 	counts     counters
@@ -157,6 +169,9 @@ func (o *Options) defaults() {
 	}
 	if o.Watchdog <= 0 {
 		o.Watchdog = sdWatchdogInterval()
+	}
+	if o.BanSaveInterval <= 0 {
+		o.BanSaveInterval = DefaultBanSaveInterval
 	}
 }
 
@@ -257,6 +272,8 @@ func Run(ctx context.Context, opts Options) error {
 func (d *daemon) loop(ctx context.Context, sigs <-chan os.Signal) {
 	check := time.NewTicker(d.opts.CheckInterval)
 	defer check.Stop()
+	save := time.NewTicker(d.opts.BanSaveInterval)
+	defer save.Stop()
 	var watchdog <-chan time.Time
 	if d.opts.Watchdog > 0 {
 		t := time.NewTicker(d.opts.Watchdog)
@@ -280,7 +297,13 @@ func (d *daemon) loop(ctx context.Context, sigs <-chan os.Signal) {
 			reload = true
 		case why = <-d.drift:
 		case <-check.C:
+			if d.unchanged() {
+				continue
+			}
 			why = "periodic check"
+		case <-save.C:
+			d.saveBans()
+			continue
 		case <-retry.C:
 			why = "retry"
 		case err := <-d.lost:
@@ -304,9 +327,6 @@ func (d *daemon) loop(ctx context.Context, sigs <-chan os.Signal) {
 		}
 		if ok {
 			d.retryDelay = 0
-			if why == "periodic check" {
-				d.saveBans()
-			}
 			continue
 		}
 		// Schedule a retry with exponential backoff.
@@ -399,11 +419,20 @@ func (d *daemon) reconcile(why string) bool {
 // list load several times slower. What happens meanwhile is caught by a
 // check right after the subscription is open again.
 func (d *daemon) apply(why string, start time.Time) bool {
-	plan, err := d.conn.Plan(d.want)
+	d.genOK = false
+	gen, err := d.conn.Gen()
+	var plan *ruleset.Plan
+	if err == nil {
+		plan, err = d.conn.Plan(d.want)
+	}
 	if err == nil && !plan.Empty() {
 		d.closeMonitor()
-		plan, err = d.conn.Apply(d.want)
+		plan, gen, err = d.conn.ApplyGen(d.want)
 		d.openMonitor()
+	}
+	if err == nil {
+		// The table equals the configuration at this generation.
+		d.gen, d.genOK = gen, true
 	}
 	if err != nil {
 		d.counts.applyErrors.Add(1)
@@ -446,6 +475,18 @@ func (d *daemon) apply(why string, start time.Time) bool {
 	return true
 }
 
+// unchanged reports whether the ruleset is still at the generation at which
+// the table was known to be right: then a check need not read anything.
+// Asking for the generation is one small netlink round trip, so an idle
+// daemon wakes up rarely.
+func (d *daemon) unchanged() bool {
+	if !d.genOK {
+		return false
+	}
+	g, err := d.conn.Gen()
+	return err == nil && g == d.gen
+}
+
 // hasBans reports whether any limit of the current configuration bans.
 func (d *daemon) hasBans() bool {
 	for i := range d.cfg.Limits {
@@ -457,13 +498,17 @@ func (d *daemon) hasBans() bool {
 }
 
 // saveBans writes the bans in the kernel to the state file, so that a
-// reboot does not forget them. Bans given in the last check interval before
-// a crash of the whole machine can be lost.
+// reboot does not forget them. Bans given in the last BanSaveInterval before
+// a crash of the whole machine can be lost; a clean stop saves them all.
 func (d *daemon) saveBans() {
 	if d.opts.StatePath == "" || !d.hasBans() {
 		return
 	}
 	snap, err := banstate.Snapshot(d.conn, d.cfg, time.Now())
+	if errors.Is(err, banstate.ErrNoBanSets) {
+		d.log.Debug("not saving bans: the table has no ban sets now", "file", d.opts.StatePath)
+		return
+	}
 	if err == nil {
 		err = banstate.Save(d.opts.StatePath, snap)
 	}

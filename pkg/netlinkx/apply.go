@@ -24,34 +24,43 @@ const maxAttempts = 5
 // the ruleset in between, the kernel refuses it (ERESTART) and Apply reads
 // again and retries.
 func (c *Conn) Apply(want *ruleset.Table) (*ruleset.Plan, error) {
+	plan, _, err := c.ApplyGen(want)
+	return plan, err
+}
+
+// ApplyGen is Apply that also returns the generation of the ruleset at
+// which the kernel's table equals want: the one it read when there was
+// nothing to change, or the one its own transaction made.
+func (c *Conn) ApplyGen(want *ruleset.Table) (*ruleset.Plan, uint32, error) {
 	var lastErr error
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		gen, err := c.Gen()
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		have, err := c.Read(want.Name)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		plan := ruleset.Diff(want, have)
 		if plan.Empty() {
-			return plan, nil
+			return plan, gen, nil
 		}
 		if err := c.queue(plan); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		err = c.nft.FlushWithGenID(gen)
 		if err == nil {
-			return plan, nil
+			// Every commit moves the generation on by one.
+			return plan, gen + 1, nil
 		}
 		if errors.Is(err, unix.ERESTART) {
 			lastErr = err
 			continue
 		}
-		return nil, fmt.Errorf("apply table inet %s: %w", want.Name, err)
+		return nil, 0, fmt.Errorf("apply table inet %s: %w", want.Name, err)
 	}
-	return nil, fmt.Errorf("apply table inet %s: ruleset kept changing under us: %w", want.Name, lastErr)
+	return nil, 0, fmt.Errorf("apply table inet %s: ruleset kept changing under us: %w", want.Name, lastErr)
 }
 
 // Plan computes what Apply would change now, without changing anything.
