@@ -420,14 +420,12 @@ func (d *daemon) reconcile(why string) bool {
 // check right after the subscription is open again.
 func (d *daemon) apply(why string, start time.Time) bool {
 	d.genOK = false
-	gen, err := d.conn.Gen()
-	var plan *ruleset.Plan
-	if err == nil {
-		plan, err = d.conn.Plan(d.want)
-	}
-	if err == nil && !plan.Empty() {
+	closed := false
+	plan, gen, err := d.conn.ApplyGen(d.want, func() {
 		d.closeMonitor()
-		plan, gen, err = d.conn.ApplyGen(d.want)
+		closed = true
+	})
+	if closed {
 		d.openMonitor()
 	}
 	if err == nil {

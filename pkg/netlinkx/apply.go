@@ -24,14 +24,16 @@ const maxAttempts = 5
 // the ruleset in between, the kernel refuses it (ERESTART) and Apply reads
 // again and retries.
 func (c *Conn) Apply(want *ruleset.Table) (*ruleset.Plan, error) {
-	plan, _, err := c.ApplyGen(want)
+	plan, _, err := c.ApplyGen(want, nil)
 	return plan, err
 }
 
 // ApplyGen is Apply that also returns the generation of the ruleset at
 // which the kernel's table equals want: the one it read when there was
-// nothing to change, or the one its own transaction made.
-func (c *Conn) ApplyGen(want *ruleset.Table) (*ruleset.Plan, uint32, error) {
+// nothing to change, or the one its own transaction made. When there is
+// something to change, before (if not nil) is called just before the
+// transaction is sent.
+func (c *Conn) ApplyGen(want *ruleset.Table, before func()) (*ruleset.Plan, uint32, error) {
 	var lastErr error
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		gen, err := c.Gen()
@@ -48,6 +50,9 @@ func (c *Conn) ApplyGen(want *ruleset.Table) (*ruleset.Plan, uint32, error) {
 		}
 		if err := c.queue(plan); err != nil {
 			return nil, 0, err
+		}
+		if before != nil {
+			before()
 		}
 		err = c.nft.FlushWithGenID(gen)
 		if err == nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
 	"github.com/mdlayher/netlink/nltest"
 	"golang.org/x/sys/unix"
 
@@ -116,6 +117,10 @@ func (c *Conn) Read(name string) (*ruleset.Table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list chains of table inet %s: %w", name, err)
 	}
+	comments, err := c.ruleComments(name)
+	if err != nil {
+		return nil, err
+	}
 	for _, ch := range chains {
 		if ch.Table.Name != name {
 			continue
@@ -127,15 +132,49 @@ func (c *Conn) Read(name string) (*ruleset.Table, error) {
 				rc.Priority = int(*ch.Priority)
 			}
 		}
-		rules, err := c.nft.GetRules(t, ch)
-		if err != nil {
-			return nil, fmt.Errorf("list rules of chain inet %s %s: %w", name, ch.Name, err)
-		}
-		for _, r := range rules {
-			comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+		for _, comment := range comments[ch.Name] {
 			rc.Rules = append(rc.Rules, ruleset.Rule{Comment: comment})
 		}
 		out.Chains = append(out.Chains, rc)
+	}
+	return out, nil
+}
+
+// ruleComments dumps every rule of table inet table in one request and
+// returns their comments per chain, in rule order. Only the chain and the
+// user data of each rule are decoded.
+func (c *Conn) ruleComments(table string) (map[string][]string, error) {
+	out := map[string][]string{}
+	err := c.dump(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETRULE, unix.NFPROTO_INET, []netlink.Attribute{
+		{Type: unix.NFTA_RULE_TABLE, Data: cstring(table)},
+	}, func(m netlink.Message) error {
+		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+		if err != nil {
+			return err
+		}
+		var chain, tbl string
+		var ud []byte
+		for ad.Next() {
+			switch ad.Type() {
+			case unix.NFTA_RULE_TABLE:
+				tbl = ad.String()
+			case unix.NFTA_RULE_CHAIN:
+				chain = ad.String()
+			case unix.NFTA_RULE_USERDATA:
+				ud = ad.Bytes()
+			}
+		}
+		if err := ad.Err(); err != nil {
+			return err
+		}
+		if tbl == table {
+			comment, _ := userdata.GetString(ud, userdata.TypeComment)
+			out[chain] = append(out[chain], comment)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list rules of table inet %s: %w", table, err)
 	}
 	return out, nil
 }
