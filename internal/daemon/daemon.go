@@ -197,6 +197,20 @@ func Run(ctx context.Context, opts Options) error {
 		files:  make(chan []string, 1),
 	}
 
+	// Watch the files before reading them: an edit made while starting is
+	// not lost.
+	watchCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	ready := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.watchFiles(watchCtx, ready)
+	}()
+	<-ready
+
 	cfg, want, err := d.load()
 	if err != nil {
 		return &ConfigError{Err: err}
@@ -224,18 +238,7 @@ func Run(ctx context.Context, opts Options) error {
 		"changes", len(plan.Changes), "files", cfg.Files, "took", time.Since(start).Round(time.Microsecond))
 	d.notify("READY=1\nSTATUS=enforcing " + fmt.Sprintf("%d limit(s)", len(cfg.Limits)))
 
-	// The file watcher runs until watchCtx ends; wait for it before
-	// returning.
-	watchCtx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
 	d.watchList(cfg.Files)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		d.watchFiles(watchCtx)
-	}()
 	d.metricsCfg.Store(cfg)
 	if cfg.Metrics.Listen != "" {
 		if err := d.serveMetrics(watchCtx, cfg.Metrics.Listen); err != nil {

@@ -17,9 +17,21 @@ import (
 // last good configuration named (the list arrives on d.files after each
 // load). It watches directories, not files, so an editor or a configuration
 // manager that writes a new file and renames it into place is seen too.
-// Changes settle for Options.Debounce first. It returns when ctx ends; if
+// Changes settle for Options.Debounce first. It closes ready once the main
+// file's directory and nftlimit.d/ are watched, so that the caller can load
+// the configuration after that and miss no edit. A directory it only starts
+// watching later (that of an exempt file elsewhere) gets one reload, which
+// sends nothing when nothing changed meanwhile. It returns when ctx ends; if
 // the watcher cannot be set up, reloads are by SIGHUP only.
-func (d *daemon) watchFiles(ctx context.Context) {
+func (d *daemon) watchFiles(ctx context.Context, ready chan<- struct{}) {
+	once := false
+	readyNow := func() {
+		if !once {
+			once = true
+			close(ready)
+		}
+	}
+	defer readyNow()
 	main := abs(d.opts.ConfigPath)
 	mainDir := filepath.Dir(main)
 	snippets := filepath.Join(mainDir, config.SnippetDir)
@@ -33,21 +45,25 @@ func (d *daemon) watchFiles(ctx context.Context) {
 
 	watched := map[string]bool{} // directories
 	names := map[string]bool{}   // files that matter, besides nftlimit.d/*
-	watch := func(dir string) {
+	watch := func(dir string) bool {
 		if watched[dir] {
-			return
+			return false
 		}
 		err := w.Add(dir)
 		switch {
 		case err == nil:
 			watched[dir] = true
 			d.log.Debug("watching for configuration changes", "dir", dir)
+			return true
 		case errors.Is(err, fs.ErrNotExist) && dir == snippets:
 		default:
 			d.log.Warn("cannot watch directory; reload with SIGHUP after changing files in it", "dir", dir, "error", err)
 		}
+		return false
 	}
-	setFiles := func(files []string) {
+	// setFiles watches what the configuration comes from; it reports
+	// whether it started watching a directory.
+	setFiles := func(files []string) bool {
 		names = map[string]bool{main: true}
 		need := map[string]bool{mainDir: true, snippets: true}
 		for _, f := range files {
@@ -61,16 +77,16 @@ func (d *daemon) watchFiles(ctx context.Context) {
 				delete(watched, dir)
 			}
 		}
+		added := false
 		for dir := range need {
-			watch(dir)
+			if watch(dir) {
+				added = true
+			}
 		}
+		return added
 	}
-	select {
-	case files := <-d.files:
-		setFiles(files)
-	default:
-		setFiles(nil)
-	}
+	setFiles(nil)
+	readyNow()
 
 	// timer fires Debounce after the last relevant change.
 	timer := time.NewTimer(time.Hour)
@@ -82,7 +98,11 @@ func (d *daemon) watchFiles(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case files := <-d.files:
-			setFiles(files)
+			if setFiles(files) {
+				// It may have changed before it was watched.
+				changed = "newly watched directory"
+				timer.Reset(d.opts.Debounce)
+			}
 		case err, ok := <-w.Errors:
 			if !ok {
 				return
