@@ -18,17 +18,30 @@ import (
 // load, restarts, limit changes and bad reloads, each checked with real
 // traffic between namespaces.
 
-// startRun starts `nftlimitd run` on path in the server namespace (ban state
-// in the test's directory) and waits for its "applied configuration" log
-// line, which it writes once its first transaction is through, whether it
-// had to create the table or found it there.
-func (s *suite) startRun(t *testing.T, path string) *nstest.Process {
+// The addresses of holdAndBan: holder holds the ssh limit's whole budget,
+// banned is banned by hand from the web limit.
+var (
+	holderAddr = nstest.ClientV4(1, 1)
+	bannedAddr = nstest.ClientV4(1, 5)
+)
+
+// holdAndBan starts the daemon with an ssh limit of 3 and the rate-and-ban
+// web limit, makes holderAddr hold 3 ssh connections and bans bannedAddr
+// for an hour. The caller closes the held connections.
+func holdAndBan(t *testing.T) (*suite, string, *nstest.Process, []nstest.Result) {
 	t.Helper()
-	p := s.Server.Start(t, s.bin, "run", "-state", s.statePath(), "-c", path)
-	waitFor(t, p, "nftlimitd run to apply its configuration", 5*time.Second, func() bool {
-		return strings.Contains(p.Stderr(), `msg="applied configuration"`)
-	})
-	return p
+	s := newSuite(t, nstest.Options{})
+	s.Server.ServeTCP(t, 22)
+	s.Server.ServeTCP(t, 80)
+	path := s.writeConfig(t, "nftlimit.conf", sshLimit(3)+banConfig)
+	d := s.startDaemon(t, s.Server, path)
+	held := s.Client.DialMany(t, 3, holderAddr, nstest.ServerV4, 22, dialTimeout)
+	if n := nstest.Count(held, accepted); n != 3 {
+		closeAll(held)
+		t.Fatalf("accepted %d of 3", n)
+	}
+	s.Server.MustExec(t, s.bin, "ban", bannedAddr.String(), "--limit", "web", "--for", "1h", "-c", path)
+	return s, path, d, held
 }
 
 // reloadEvent is one finished reload in the daemon's log.
@@ -137,7 +150,7 @@ func hammerReloads(t *testing.T, reloads int, conf func(i int) string) {
 	s := newSuite(t, nstest.Options{})
 	s.Server.ServeTCP(t, 22)
 	path := s.writeConfig(t, "nftlimit.conf", conf(0))
-	d := s.startRun(t, path)
+	d := s.startDaemon(t, s.Server, path)
 	c, src := s.Client, nstest.ClientV4(1, 1)
 
 	held := c.DialMany(t, 3, src, nstest.ServerV4, 22, dialTimeout)
@@ -276,20 +289,10 @@ func hammerReloads(t *testing.T, reloads int, conf func(i int) string) {
 // daemon finds the table as it wants it (no changes: no set recreated).
 func TestStateSurvivesRestart(t *testing.T) {
 	t.Parallel()
-	s := newSuite(t, nstest.Options{})
-	s.Server.ServeTCP(t, 22)
-	s.Server.ServeTCP(t, 80)
-	path := s.writeConfig(t, "nftlimit.conf", sshLimit(3)+banConfig)
-	d := s.startRun(t, path)
-	c := s.Client
-	holder, banned := nstest.ClientV4(1, 1), nstest.ClientV4(1, 5)
-
-	held := c.DialMany(t, 3, holder, nstest.ServerV4, 22, dialTimeout)
+	s, path, d, held := holdAndBan(t)
 	defer closeAll(held)
-	if n := nstest.Count(held, accepted); n != 3 {
-		t.Fatalf("accepted %d of 3", n)
-	}
-	s.Server.MustExec(t, s.bin, "ban", banned.String(), "--limit", "web", "--for", "1h", "-c", path)
+	c := s.Client
+	holder, banned := holderAddr, bannedAddr
 
 	fresh := 2 // a new source for each check
 	check := func(when string) {
@@ -342,7 +345,7 @@ func TestStateSurvivesRestart(t *testing.T) {
 	if err := d.Stop(); err != nil {
 		t.Fatalf("SIGTERM: %v\n%s", err, d.Stderr())
 	}
-	d = s.startRun(t, path)
+	d = s.startDaemon(t, s.Server, path)
 	noChanges(d, "after SIGTERM")
 	check("after SIGTERM and a new start")
 
@@ -350,7 +353,7 @@ func TestStateSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-d.Done()
-	d = s.startRun(t, path)
+	d = s.startDaemon(t, s.Server, path)
 	noChanges(d, "after kill -9")
 	check("after kill -9 and a new start")
 	if err := d.Stop(); err != nil {
@@ -368,7 +371,7 @@ func TestMaxConnectionsChange(t *testing.T) {
 	s := newSuite(t, nstest.Options{})
 	s.Server.ServeTCP(t, 22)
 	path := s.writeConfig(t, "nftlimit.conf", sshLimit(3))
-	d := s.startRun(t, path)
+	d := s.startDaemon(t, s.Server, path)
 	c := s.Client
 	a, b, cc := nstest.ClientV4(1, 1), nstest.ClientV4(1, 2), nstest.ClientV4(1, 3)
 	setLimit := func(n int) {
@@ -434,20 +437,10 @@ func TestMaxConnectionsChange(t *testing.T) {
 // applied.
 func TestBadConfigAtReloadKeepsBans(t *testing.T) {
 	t.Parallel()
-	s := newSuite(t, nstest.Options{})
-	s.Server.ServeTCP(t, 22)
-	s.Server.ServeTCP(t, 80)
-	path := s.writeConfig(t, "nftlimit.conf", sshLimit(3)+banConfig)
-	d := s.startRun(t, path)
-	c := s.Client
-	holder, banned := nstest.ClientV4(1, 1), nstest.ClientV4(1, 5)
-
-	held := c.DialMany(t, 3, holder, nstest.ServerV4, 22, dialTimeout)
+	s, path, d, held := holdAndBan(t)
 	defer closeAll(held)
-	if n := nstest.Count(held, accepted); n != 3 {
-		t.Fatalf("accepted %d of 3", n)
-	}
-	s.Server.MustExec(t, s.bin, "ban", banned.String(), "--limit", "web", "--for", "1h", "-c", path)
+	c := s.Client
+	holder, banned := holderAddr, bannedAddr
 	// status reads the configuration; while the daemon's file is broken,
 	// ask with a copy of the good one.
 	good := s.writeConfig(t, "good.conf", sshLimit(3)+banConfig)

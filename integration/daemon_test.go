@@ -26,7 +26,8 @@ const pollEvery = 5 * time.Millisecond
 func (s *suite) statePath() string { return filepath.Join(s.dir, "bans.json") }
 
 // startDaemon starts `nftlimitd run -c path` in h, with env (NAME=VALUE)
-// added to its environment, and waits until table inet nftlimit exists.
+// added to its environment, and waits until it has applied its
+// configuration.
 func (s *suite) startDaemon(t *testing.T, h *nstest.Host, path string, env ...string) *nstest.Process {
 	t.Helper()
 	var p *nstest.Process
@@ -35,7 +36,10 @@ func (s *suite) startDaemon(t *testing.T, h *nstest.Host, path string, env ...st
 	} else {
 		p = h.Start(t, s.bin, "run", "-state", s.statePath(), "-c", path)
 	}
-	waitFor(t, p, "table inet nftlimit to exist", 5*time.Second, func() bool { return tableExists(t, h, "nftlimit") })
+	// The log line, not the table: on a restart the table is there already.
+	waitFor(t, p, "nftlimitd run to apply its configuration", 5*time.Second, func() bool {
+		return strings.Contains(p.Stderr(), `msg="applied configuration"`)
+	})
 	return p
 }
 
